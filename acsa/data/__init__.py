@@ -1,0 +1,1 @@
+"""Benchmarks: readers, the synthetic generator, noun phrases, datasets and the identity sampler."""
