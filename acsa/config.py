@@ -277,7 +277,9 @@ def load_params(
     if preset not in (None, "default"):
         raw = apply_overrides(raw, _named_overrides(raw, "presets", preset, path), f"presets.{preset}")
     if ablation is not None:
-        raw = apply_overrides(raw, _named_overrides(raw, "ablations", ablation, path), f"ablations.{ablation}")
+        raw = apply_overrides(
+            raw, _named_overrides(raw, "ablations", ablation, path), f"ablations.{ablation}"
+        )
     if overrides:
         if isinstance(overrides, list):
             overrides = dict(parse_override(o) for o in overrides)

@@ -1,0 +1,129 @@
+"""Encode a gallery and its queries once, score them (global, local, fused) and rank.
+
+Axes: T text queries, I gallery images, k re-rank candidates per query.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from acsa.data.dataset import ImageTable, to_model_input
+from acsa.metrics import rank_metrics
+from acsa.runtime import autocast
+
+log = logging.getLogger(__name__)
+
+
+def cat_features(parts: list[Any]) -> Any:
+    """Concatenate a list of feature dataclasses (one per batch) field by field along dim 0."""
+    first = parts[0]
+    return type(first)(
+        **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(first)}
+    )
+
+
+def features_to(features: Any, device: torch.device | str) -> Any:
+    return type(features)(
+        **{f.name: getattr(features, f.name).to(device) for f in dataclasses.fields(features)}
+    )
+
+
+@torch.no_grad()
+def encode_images(model, images: ImageTable, batch_size: int, device: torch.device, num_workers: int = 0):
+    """Image features of every gallery image, float32 on `device`."""
+    loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    parts = []
+    for batch in tqdm(loader, desc="encode images", leave=False):
+        with autocast(device):
+            features = model.encode_image(to_model_input(batch.to(device)))
+        parts.append(features_to(features, "cpu"))
+    return features_to(cat_features(parts), device)
+
+
+@torch.no_grad()
+def encode_queries(model, text_source, batch_size: int, device: torch.device):
+    """Text features of every query caption of a split (`text_source`: see acsa.text_sources)."""
+    parts = []
+    for start in range(0, len(text_source), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(text_source)))
+        with autocast(device):
+            features = text_source.encode(model, rows, device)
+        parts.append(features_to(features, "cpu"))
+    return features_to(cat_features(parts), device)
+
+
+@dataclass
+class Scores:
+    """Similarity of every query to every gallery image: global cosine and the local score.
+
+    In re-rank mode `local` holds scores for `candidates` only (each query's global top-k) and
+    `candidates` is [T, k]; in exact mode `local` is [T, I] and `candidates` is None.
+    """
+
+    global_: torch.Tensor  # [T, I]
+    local: torch.Tensor | None  # [T, I] (exact) or [T, k] (rerank); None without the local branch
+    candidates: torch.Tensor | None  # [T, k] or None
+
+    def fused(self, weight: float) -> torch.Tensor:
+        """S = global + weight * local ([T, I]); in re-rank mode the top-k are re-ordered by S, the rest keep
+        their global order below them."""
+        if self.local is None or weight == 0:
+            return self.global_
+        if self.candidates is None:
+            return self.global_ + weight * self.local
+        fused = self.global_.clone()
+        # Candidates stay above every non-candidate: global and local are cosines in [-1, 1].
+        offset = 2.0 + 2.0 * abs(weight) + 1.0
+        reranked = self.global_.gather(1, self.candidates) + weight * self.local + offset
+        return fused.scatter(1, self.candidates, reranked)
+
+    def local_only(self) -> torch.Tensor | None:
+        """The local score alone ([T, I]); in re-rank mode it orders the candidates only."""
+        if self.local is None:
+            return None
+        if self.candidates is None:
+            return self.local
+        return self.global_.scatter(1, self.candidates, self.local + 3.0)
+
+
+@torch.no_grad()
+def score(model, text_feats, image_feats, local_mode: str, rerank_k: int, chunk_size: int) -> Scores:
+    global_sim = model.global_similarity(text_feats, image_feats).float()
+    if not model.uses_local:
+        return Scores(global_sim, None, None)
+    if local_mode == "exact":
+        local = model.local_similarity(text_feats, image_feats, chunk_size=chunk_size).float()
+        return Scores(global_sim, local, None)
+    k = min(rerank_k, global_sim.shape[1])
+    candidates = global_sim.topk(k, dim=1).indices  # [T, k]
+    local = model.local_similarity(text_feats, image_feats, candidates=candidates, chunk_size=chunk_size)
+    return Scores(global_sim, local.float(), candidates)
+
+
+def choose_fusion_weight(
+    scores: Scores, query_ids: torch.Tensor, gallery_ids: torch.Tensor, weights: list[float]
+) -> tuple[float, list[dict]]:
+    """Pick the weight with the best R1 (then mAP) on these scores — call it on the validation split only."""
+    curve = []
+    for weight in weights:
+        metrics = rank_metrics(scores.fused(weight), query_ids, gallery_ids)
+        curve.append({"weight": weight, **metrics})
+    best = max(curve, key=lambda row: (row["R1"], row["mAP"], -abs(row["weight"])))
+    return float(best["weight"]), curve
+
+
+def metrics_by_kind(scores: Scores, query_ids, gallery_ids, weight: float) -> dict[str, dict[str, float]]:
+    """R@K/mAP/mINP of the global, local and fused scores."""
+    results = {"global": rank_metrics(scores.global_, query_ids, gallery_ids)}
+    local = scores.local_only()
+    if local is not None:
+        results["local"] = rank_metrics(local, query_ids, gallery_ids)
+        results["fused"] = rank_metrics(scores.fused(weight), query_ids, gallery_ids)
+    return results

@@ -1,0 +1,87 @@
+"""The strict params loader: defaults, presets, ablations, overrides and one-line errors naming the key."""
+
+import dataclasses
+
+import pytest
+
+from acsa.config import ConfigError, Params, load_params, params_from_dict, params_to_dict
+
+
+def write(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_params_load_and_match_schema():
+    params = load_params("params.yaml")
+    assert params.data.dataset == "synthetic"
+    assert dataclasses.is_dataclass(params) and isinstance(params, Params)
+
+
+def test_preset_paper_applies(tmp_path):
+    path = write(
+        tmp_path, "preset: paper\npresets:\n  paper:\n    image.height: 384\n    text.pooling: cls\n"
+    )
+    params = load_params(path)
+    assert params.image.height == 384 and params.text.pooling == "cls"
+
+
+def test_ablation_then_override_order(tmp_path):
+    path = write(tmp_path, "train:\n  lr: 0.1\nablations:\n  slow:\n    train.lr: 0.01\n")
+    assert load_params(path).train.lr == 0.1
+    assert load_params(path, ablation="slow").train.lr == 0.01
+    assert load_params(path, ablation="slow", overrides=["train.lr=0.5"]).train.lr == 0.5
+
+
+def test_float_written_without_dot_is_accepted(tmp_path):
+    assert load_params(write(tmp_path, "train:\n  lr: 1e-4\n")).train.lr == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  lrr: 0.1\n", "train.lrr: unknown key"),
+        ("trian:\n  lr: 0.1\n", "trian: unknown section"),
+        ("train:\n  lr: fast\n", "train.lr: expected float, got 'fast'"),
+        ("train:\n  epochs: 2.5\n", "train.epochs: expected int"),
+        ("model:\n  use_local: 'yes'\n", "model.use_local: expected bool"),
+        ("image:\n  parts: grid\n", "image.parts: 'grid' is not one of stripes, channels"),
+        ("data:\n  dataset: market\n", "data.dataset: 'market' is not one of"),
+        ("train: 3\n", "train: expected a mapping"),
+        ("[1, 2]\n", "expected a mapping of sections"),
+    ],
+)
+def test_bad_params_name_the_key(tmp_path, text, message):
+    with pytest.raises(ConfigError) as err:
+        load_params(write(tmp_path, text))
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_ablation_and_bad_override(tmp_path):
+    path = write(tmp_path, "ablations:\n  a: {}\n")
+    with pytest.raises(ConfigError, match="unknown name 'b'"):
+        load_params(path, ablation="b")
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_params(path, overrides=["train.lr"])
+    with pytest.raises(ConfigError, match="'lr' is not a section.key"):
+        load_params(path, overrides=["lr=3"])
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_round_trip_through_dict():
+    params = load_params("params.yaml")
+    assert params_from_dict(params_to_dict(params)) == params
+
+
+def test_repository_paper_preset_is_the_paper_configuration(tmp_path):
+    text = open("params.yaml").read().replace("preset: default", "preset: paper", 1)
+    params = load_params(write(tmp_path, text))
+    assert params.image.backbone.startswith("swin_tiny")
+    assert (params.image.height, params.image.width) == (384, 128)
+    assert params.text.encoder == "bert-base-uncased" and params.data.dataset == "cuhk-pedes"
