@@ -35,7 +35,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from acsa.checkpoint import CheckpointError
     from acsa.data.types import DataError
 
-    return (ConfigError, DataError, CheckpointError, FileNotFoundError)
+    return (ConfigError, DataError, CheckpointError, OSError)
 
 
 def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
