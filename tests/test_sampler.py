@@ -1,0 +1,142 @@
+"""IdentityBatchSampler: batch composition, determinism, coverage, distributed slices, resume."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from acsa.data.sampler import IdentityBatchSampler
+
+
+def make_labels(num_ids: int = 40, seed: int = 0) -> list[int]:
+    """Uneven identities: 1 to 11 rows each, rows of an identity scattered over the dataset."""
+    rng = random.Random(seed)
+    labels = [identity for identity in range(num_ids) for _ in range(rng.randint(1, 11))]
+    rng.shuffle(labels)
+    return labels
+
+
+def epoch_batches(sampler: IdentityBatchSampler, epoch: int) -> list[list[int]]:
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+@pytest.mark.parametrize("images_per_id", [1, 2, 4])
+def test_every_batch_has_p_identities_with_k_rows(images_per_id: int) -> None:
+    labels = make_labels()
+    sampler = IdentityBatchSampler(labels, batch_size=8, images_per_id=images_per_id, seed=3)
+    batches = epoch_batches(sampler, 0)
+    assert len(batches) == len(sampler)
+    for batch in batches:
+        assert len(batch) == 8
+        counts = Counter(labels[i] for i in batch)
+        assert len(counts) == 8 // images_per_id
+        assert set(counts.values()) == {images_per_id}
+        # the K rows of an identity are contiguous in the batch
+        for start in range(0, 8, images_per_id):
+            assert len({labels[i] for i in batch[start : start + images_per_id]}) == 1
+
+
+def test_rows_repeat_within_an_identity_only_when_it_has_too_few() -> None:
+    labels = make_labels()
+    rows_per_id = Counter(labels)
+    for batch in epoch_batches(IdentityBatchSampler(labels, 8, 4, seed=1), 0):
+        for start in range(0, 8, 4):
+            chunk = batch[start : start + 4]
+            if rows_per_id[labels[chunk[0]]] >= 4:
+                assert len(set(chunk)) == 4
+
+
+def test_every_row_covered_about_once() -> None:
+    labels = make_labels()
+    sampler = IdentityBatchSampler(labels, batch_size=8, images_per_id=2, seed=0)
+    for epoch in range(3):
+        seen = Counter(i for batch in epoch_batches(sampler, epoch) for i in batch)
+        assert set(seen) == set(range(len(labels)))
+        # padding and fillers add at most one chunk per identity and less than one batch
+        assert sum(seen.values()) <= len(labels) + 2 * len(set(labels)) + 8
+
+
+def test_same_seed_and_epoch_give_same_batches() -> None:
+    labels = make_labels()
+    a = IdentityBatchSampler(labels, 8, 2, seed=5)
+    b = IdentityBatchSampler(labels, 8, 2, seed=5)
+    assert epoch_batches(a, 2) == epoch_batches(b, 2)
+    assert epoch_batches(a, 2) == epoch_batches(a, 2)
+
+
+def test_epoch_and_seed_change_the_order_but_not_the_length() -> None:
+    labels = make_labels()
+    sampler = IdentityBatchSampler(labels, 8, 2, seed=5)
+    first, second = epoch_batches(sampler, 0), epoch_batches(sampler, 1)
+    assert first != second
+    assert len(first) == len(second) == len(sampler)
+    assert epoch_batches(IdentityBatchSampler(labels, 8, 2, seed=6), 0) != first
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_ranks_get_disjoint_slices_of_the_global_batch(world_size: int) -> None:
+    labels = make_labels()
+    single = epoch_batches(IdentityBatchSampler(labels, 8, 2, seed=7), 4)
+    per_rank = [
+        epoch_batches(IdentityBatchSampler(labels, 8, 2, seed=7, rank=r, world_size=world_size), 4)
+        for r in range(world_size)
+    ]
+    assert all(len(batches) == len(single) for batches in per_rank)
+    for step, global_batch in enumerate(single):
+        slices = [batches[step] for batches in per_rank]
+        assert all(len(s) == 8 // world_size for s in slices)
+        assert [i for s in slices for i in s] == global_batch
+        # disjoint positions; with 2 ranks and K=2 each rank holds whole identities
+        if world_size == 2:
+            assert not {labels[i] for i in slices[0]} & {labels[i] for i in slices[1]}
+
+
+def test_resume_mid_epoch_continues_with_the_same_batches() -> None:
+    labels = make_labels()
+    full = epoch_batches(IdentityBatchSampler(labels, 8, 2, seed=9), 3)
+
+    resumed = IdentityBatchSampler(labels, 8, 2, seed=9)
+    resumed.set_epoch(3)
+    resumed.skip_batches(5)
+    assert full[:5] + list(resumed) == full
+    assert list(resumed) == full  # the skip applies to one iteration only
+    assert len(resumed) == len(full)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 7, "images_per_id": 2}, "batch_size must be a positive multiple of images_per_id"),
+        ({"images_per_id": 0}, "images_per_id must be >= 1"),
+        ({"world_size": 3}, "world_size must divide batch_size=8"),
+        ({"world_size": 2, "rank": 2}, "rank must be in"),
+        ({"batch_size": 200, "images_per_id": 2}, "identities cannot fill batches of 100"),
+    ],
+)
+def test_bad_arguments_raise_one_line_errors(kwargs: dict, message: str) -> None:
+    args = {"labels": make_labels(), "batch_size": 8, "images_per_id": 2, "seed": 0} | kwargs
+    with pytest.raises(ValueError, match=message) as err:
+        IdentityBatchSampler(**args)
+    assert "\n" not in str(err.value)
+
+
+def test_skip_out_of_range_is_refused() -> None:
+    sampler = IdentityBatchSampler(make_labels(), 8, 2, seed=0)
+    with pytest.raises(ValueError, match="num_batches must be in"):
+        sampler.skip_batches(len(sampler) + 1)
+
+
+def test_works_as_a_dataloader_batch_sampler() -> None:
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    labels = make_labels()
+    dataset = TensorDataset(torch.tensor(labels))
+    sampler = IdentityBatchSampler(labels, 8, 2, seed=0)
+    loader = DataLoader(dataset, batch_sampler=sampler)
+    assert len(loader) == len(sampler)
+    (first,) = next(iter(loader))
+    assert first.shape == (8,)
