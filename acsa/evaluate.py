@@ -58,6 +58,7 @@ def load_model(model_dir: Path, params: Params | None = None) -> tuple[ACSA, Par
         trained,
         num_classes=checkpoint.meta["num_classes"],
         text_hidden_size=checkpoint.meta["text_hidden_size"],
+        pretrained=False,  # weights come from the checkpoint: never re-read image.pretrained_path
     )
     model.load_state_dict(checkpoint.model_state)
     model.eval()

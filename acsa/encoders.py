@@ -1,0 +1,281 @@
+"""Image and text encoders: multi-scale image tokens (method.md §1) and pooled text states.
+
+Axis legend (einops names used below):
+    b  batch          c  channels of a backbone feature map    h, w  feature-map rows and columns
+    d  embed_dim      k  body regions (head, upper, lower, feet)
+    r  image tokens   n  texts (captions or phrases)            l  word-piece tokens    e  text hidden size
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from acsa.config import ImageConfig, TextConfig
+from acsa.hub import resolve_text_encoder
+
+log = logging.getLogger(__name__)
+
+REGION_NAMES = ("head", "upper", "lower", "feet")
+
+# `parts: stripes` (paper): body regions as horizontal bands, in fractions of the image height (top = 0).
+# Pedestrian crops are tight (head at the top edge, feet at the bottom); a standing adult is ~7.5 heads tall,
+# so the head takes the top ~15-20%, the torso (shoulders to hips) down to ~55%, legs to ~90%, feet below.
+# Neighbouring bands overlap a little so that a slightly shifted or scaled person still lands in each band.
+# Rows of the feature map are weighted by how much of each row a band covers, so the bands mean the same
+# thing at any map height (4 rows for a 128x64 input at stride 32, 12 rows for 384x128).
+STRIPE_BANDS = ((0.0, 0.2), (0.15, 0.55), (0.5, 0.9), (0.85, 1.0))
+
+# `parts: channels` (released code): the pooled last-stage vector is cut into six equal chunks c0..c5 and
+# each region is a *contiguous run of chunks* (head = c0..c1, upper = c1..c2 overlapping the head on c1,
+# lower = c3..c4, feet = c5), i.e. "+" is concatenation: every region keeps its own channels and gets its own
+# Linear. Summing chunks instead would add unrelated channels elementwise, which has no meaning for
+# channels of a pooled vector. Half-open ranges of chunk indices:
+CHANNEL_CHUNKS = ((0, 2), (1, 3), (3, 5), (5, 6))
+NUM_CHANNEL_CHUNKS = 6
+
+# Backbone aliases: a project name -> (timm model name, default kwargs). The config may override any kwarg.
+# acsa_convnet: a narrow ResNet-10-T (deep stem, 4 stages of one BasicBlock each, 1.2M parameters), the
+# fastest candidate on 2 CPU cores that trains from scratch in minutes (benchmarks/backbone_speed.py).
+BACKBONE_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "acsa_convnet": ("resnet10t", {"channels": (32, 64, 128, 256), "stem_width": 16}),
+}
+
+
+@dataclass
+class ImageFeatures:
+    """What the image encoder returns for a batch of images."""
+
+    global_feat: Tensor  # [B, D] pooled last stage -> Linear -> BatchNorm neck (global alignment)
+    tokens: Tensor  # [B, R, D] image token set for the cross-attention: [mean, regions..., windows...]
+
+    @staticmethod
+    def cat(parts: list[ImageFeatures]) -> ImageFeatures:
+        fields = [f.name for f in dataclasses.fields(ImageFeatures)]
+        return ImageFeatures(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields})
+
+
+def _as_tuples(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """YAML gives lists; timm constructors expect tuples for sizes, depths, heads and channels."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """A local weights file (.safetensors, or a torch pickle of tensors) as a flat state dict."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"image.pretrained_path: {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):  # common checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+def create_backbone(
+    name: str, kwargs: dict[str, Any], height: int, width: int, pretrained_path: str | None = None
+) -> nn.Module:  # features_only timm model
+    """A timm model by name + kwargs returning multi-stage feature maps (`features_only=True`).
+
+    Never downloads: weights come only from `pretrained_path`, passed to timm as a state dict so that timm's
+    own checkpoint filter adapts them (e.g. Swin's relative-position tables when the window size changes, the
+    classifier dropped). Models with a fixed input size (Swin, ViT) are built for `height` x `width`.
+    """
+    model_kwargs: dict[str, Any] = {}
+    if name in BACKBONE_ALIASES:
+        name, model_kwargs = BACKBONE_ALIASES[name]
+        model_kwargs = dict(model_kwargs)
+    model_kwargs.update(_as_tuples(kwargs))
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is not None and cfg.fixed_input_size:
+        model_kwargs.setdefault("img_size", (height, width))
+    if pretrained_path:
+        state = load_state_dict_file(pretrained_path)
+        model_kwargs["pretrained_cfg_overlay"] = {"state_dict": state}
+        log.info("backbone %s: loading weights from %s", name, pretrained_path)
+    return timm.create_model(name, pretrained=bool(pretrained_path), features_only=True, **model_kwargs)
+
+
+def band_weights(height: int, bands: tuple[tuple[float, float], ...], like: Tensor) -> Tensor:
+    """[K, height] weights: share of each band's extent covered by each feature-map row (rows sum to 1)."""
+    edges = torch.arange(height + 1, device=like.device, dtype=like.dtype) / height
+    top, bottom = edges[:-1], edges[1:]  # [h] row extents
+    lo = like.new_tensor([b[0] for b in bands])[:, None]
+    hi = like.new_tensor([b[1] for b in bands])[:, None]
+    overlap = (torch.minimum(bottom, hi) - torch.maximum(top, lo)).clamp_min(0)  # [k, h]
+    return overlap / overlap.sum(dim=1, keepdim=True)
+
+
+def _head(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(inplace=True), nn.Dropout(dropout))
+
+
+def bn_neck(dim: int) -> nn.BatchNorm1d:
+    """BatchNorm1d with a frozen (zero) bias, the re-id "BNNeck"."""
+    neck = nn.BatchNorm1d(dim)
+    neck.bias.requires_grad_(False)
+    return neck
+
+
+class ImageEncoder(nn.Module):
+    """Backbone feature maps -> global embedding + region and window tokens (method.md §1)."""
+
+    def __init__(
+        self,
+        cfg: ImageConfig,
+        embed_dim: int,
+        dropout: float,
+        use_regions: bool = True,
+        use_windows: bool = True,
+        pretrained: bool = True,
+    ) -> None:
+        """`pretrained=False` ignores `cfg.pretrained_path` (for a model whose checkpoint has the weights)."""
+        super().__init__()
+        self.parts = cfg.parts
+        self.use_regions = use_regions
+        self.use_windows = use_windows
+        self.window_grid = tuple(cfg.window_grid)
+        self.backbone = create_backbone(
+            cfg.backbone,
+            cfg.backbone_kwargs,
+            cfg.height,
+            cfg.width,
+            cfg.pretrained_path if pretrained else None,
+        )
+        fmt = self.backbone.output_fmt
+        self.channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"  # timm Swin returns [b, h, w, c]
+        channels = self.backbone.feature_info.channels()
+        num_stages = len(channels)
+        if not -num_stages <= cfg.window_stage < num_stages:
+            raise ValueError(
+                f"image.window_stage: {cfg.window_stage} outside the {num_stages} feature stages"
+            )
+        self.window_stage = cfg.window_stage % num_stages
+        if len(self.window_grid) != 2 or min(self.window_grid) < 1:
+            raise ValueError(f"image.window_grid: expected [rows, cols] >= 1, got {list(cfg.window_grid)}")
+        last = channels[-1]
+
+        self.global_proj = nn.Linear(last, embed_dim)
+        self.global_neck = bn_neck(embed_dim)
+        if cfg.parts == "channels":
+            # chunk edges; equal chunks when 6 divides the width (Swin-T: 768 = 6 x 128), else within one
+            edges = [round(j * last / NUM_CHANNEL_CHUNKS) for j in range(NUM_CHANNEL_CHUNKS + 1)]
+            self.region_slices = [(edges[a], edges[b]) for a, b in CHANNEL_CHUNKS]
+            region_dims = [b - a for a, b in self.region_slices]
+        elif cfg.parts == "stripes":
+            region_dims = [last] * len(REGION_NAMES)
+        else:
+            raise ValueError(f"image.parts: {cfg.parts!r} is not one of stripes, channels")
+        self.region_heads = nn.ModuleList(_head(dim, embed_dim, dropout) for dim in region_dims)
+        # windows are interchangeable (any grid), so they share one head
+        self.window_head = _head(channels[self.window_stage], embed_dim, dropout)
+
+        self.token_names = ["mean"] if (use_regions or use_windows) else ["global"]
+        if use_regions:
+            self.token_names += list(REGION_NAMES)
+        if use_windows:
+            rows, cols = self.window_grid
+            self.token_names += [f"window_r{i}c{j}" for i in range(rows) for j in range(cols)]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_names)
+
+    def feature_maps(self, images: Tensor) -> list[Tensor]:
+        """Backbone stages as NCHW maps [b, c, h, w]."""
+        maps = self.backbone(images)
+        if self.channels_last:
+            maps = [rearrange(m, "b h w c -> b c h w") for m in maps]
+        return maps
+
+    def regions(self, last_map: Tensor, pooled: Tensor) -> Tensor:
+        """[b, k=4, d] head, upper, lower, feet tokens."""
+        if self.parts == "stripes":
+            weights = band_weights(last_map.shape[2], STRIPE_BANDS, last_map)  # [k, h]
+            bands = torch.einsum("bchw,kh->bkc", last_map, weights) / last_map.shape[3]
+            inputs = bands.unbind(1)
+        else:
+            inputs = [pooled[:, a:b] for a, b in self.region_slices]
+        return torch.stack([head(x) for head, x in zip(self.region_heads, inputs, strict=True)], dim=1)
+
+    def windows(self, stage_map: Tensor) -> Tensor:
+        """[b, rows*cols, d] tokens of the window stage pooled on the window grid (row-major)."""
+        pooled = F.adaptive_avg_pool2d(stage_map, self.window_grid)
+        return self.window_head(rearrange(pooled, "b c h w -> b (h w) c"))
+
+    def forward(self, images: Tensor) -> ImageFeatures:
+        maps = self.feature_maps(images)
+        last = maps[-1]
+        pooled = last.mean(dim=(2, 3))  # [b, c]
+        global_feat = self.global_neck(self.global_proj(pooled))
+        tokens = []
+        if self.use_regions:
+            tokens.append(self.regions(last, pooled))
+        if self.use_windows:
+            tokens.append(self.windows(maps[self.window_stage]))
+        if tokens:
+            parts = torch.cat(tokens, dim=1)  # [b, r-1, d]
+            token_set = torch.cat([parts.mean(dim=1, keepdim=True), parts], dim=1)
+        else:  # no region or window tokens: the global embedding is the only token
+            token_set = global_feat[:, None]
+        return ImageFeatures(global_feat=global_feat, tokens=token_set)
+
+
+class TextEncoder(nn.Module):
+    """A transformers BERT-family encoder pooled to one vector per text: [n, l] token ids -> [n, e].
+
+    Frozen by default (no gradients, always in eval mode, so its features can be cached once); trainable when
+    `cfg.finetune`. `model` injects an already built transformers model (tests use a tiny random BERT);
+    `pretrained=False` builds the architecture of `cfg.encoder` with random weights (a checkpoint follows).
+    """
+
+    def __init__(self, cfg: TextConfig, model: nn.Module | None = None, pretrained: bool = True) -> None:
+        super().__init__()
+        if cfg.pooling not in ("mean", "cls"):
+            raise ValueError(f"text.pooling: {cfg.pooling!r} is not one of mean, cls")
+        self.pooling = cfg.pooling
+        self.finetune = cfg.finetune
+        if model is None:
+            from transformers import AutoConfig, AutoModel
+
+            source = resolve_text_encoder(cfg.encoder)
+            if pretrained:
+                model = AutoModel.from_pretrained(source)
+            else:
+                model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+        self.model = model
+        if not self.finetune:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        if not self.finetune:
+            self.model.eval()  # a frozen encoder never runs dropout
+        return self
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+            states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            if self.pooling == "cls":
+                return states[:, 0]
+            mask = attention_mask.to(states.dtype)[..., None]  # [n, l, 1]
+            return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)

@@ -1,0 +1,203 @@
+"""The ACSA model: owns every trainable parameter and returns named features (method.md §1-3).
+
+Text input is the text encoder's pooled hidden states: a sentence vector [B, H] and phrase vectors [B, P, H]
+with phrase_mask [B, P]. With the default frozen encoder these are computed once outside the model and fed to
+`encode_text`; with `text.finetune` the model runs its own `text_encoder` on token ids (`encode_text_tokens`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from acsa.config import LossConfig, Params
+from acsa.cross_attention import AsymmetricCrossAttention
+from acsa.encoders import ImageEncoder, ImageFeatures, TextEncoder, bn_neck
+from acsa.losses import cmpc_loss, cmpm_loss, local_loss
+
+
+@dataclass
+class TextFeatures:
+    global_feat: Tensor  # [B, D] sentence -> standardise -> Linear -> BatchNorm neck (global alignment)
+    phrase_tokens: Tensor  # [B, P, D] phrases -> standardise -> Linear (the cross-attention's K/V follow)
+    phrase_mask: Tensor  # [B, P] bool, True = real phrase
+
+    @staticmethod
+    def cat(parts: list[TextFeatures]) -> TextFeatures:
+        fields = [f.name for f in dataclasses.fields(TextFeatures)]
+        return TextFeatures(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields})
+
+
+class ACSA(nn.Module):
+    """`pretrained=False` skips loading the backbone and text-encoder weights files: use it to rebuild a
+    model whose checkpoint holds every weight (the files may not exist where it is evaluated)."""
+
+    def __init__(
+        self, params: Params, num_classes: int, text_hidden_size: int, pretrained: bool = True
+    ) -> None:
+        super().__init__()
+        mcfg = params.model
+        dim = mcfg.embed_dim
+        self.embed_dim = dim
+        self.attention_scale = mcfg.attention_scale
+        self.image_encoder = ImageEncoder(
+            params.image,
+            dim,
+            mcfg.dropout,
+            use_regions=mcfg.use_regions,
+            use_windows=mcfg.use_windows,
+            pretrained=pretrained,
+        )
+        self.text_encoder = TextEncoder(params.text, pretrained=pretrained) if params.text.finetune else None
+        if self.text_encoder is not None and self.text_encoder.hidden_size != text_hidden_size:
+            raise ValueError(
+                f"text_hidden_size {text_hidden_size} differs from the text encoder's "
+                f"{self.text_encoder.hidden_size}"
+            )
+        # Frozen features of template captions are nearly collinear (findings.md): each hidden dimension is
+        # standardised with training statistics before the projections. Identity until set.
+        for name in ("sentence", "phrase"):
+            self.register_buffer(f"{name}_mean", torch.zeros(text_hidden_size))
+            self.register_buffer(f"{name}_std", torch.ones(text_hidden_size))
+        self.sentence_proj = nn.Linear(text_hidden_size, dim)
+        self.sentence_neck = bn_neck(dim)
+        self.phrase_proj = nn.Linear(text_hidden_size, dim)
+        self.cross_attention = (
+            AsymmetricCrossAttention(dim, mcfg.attention_scale, mcfg.leaky_slope, mcfg.mask_padding)
+            if mcfg.use_local
+            else None
+        )
+        # CMPC identity classifier [D, C]; columns are L2-normalised in the loss
+        self.classifier = nn.Parameter(torch.empty(dim, num_classes))
+        nn.init.xavier_uniform_(self.classifier)
+
+    # text statistics
+
+    @torch.no_grad()
+    def set_text_statistics(
+        self,
+        mean: Tensor,
+        std: Tensor,
+        phrase_mean: Tensor | None = None,
+        phrase_std: Tensor | None = None,
+    ) -> None:
+        """Per-dimension training statistics [H] of sentence (and, if given, phrase) hidden states."""
+        phrase_mean = mean if phrase_mean is None else phrase_mean
+        phrase_std = std if phrase_std is None else phrase_std
+        for name, value in (
+            ("sentence_mean", mean),
+            ("sentence_std", std),
+            ("phrase_mean", phrase_mean),
+            ("phrase_std", phrase_std),
+        ):
+            buffer = getattr(self, name)
+            buffer.copy_(torch.as_tensor(value).to(buffer))
+        self.sentence_std.clamp_min_(1e-6)
+        self.phrase_std.clamp_min_(1e-6)
+
+    # encoders
+
+    def encode_image(self, images: Tensor) -> ImageFeatures:
+        """images [B, 3, H, W] -> global_feat [B, D], tokens [B, R, D]."""
+        return self.image_encoder(images)
+
+    def encode_text(
+        self, sentence_hidden: Tensor, phrase_hidden: Tensor, phrase_mask: Tensor
+    ) -> TextFeatures:
+        """sentence_hidden [B, H], phrase_hidden [B, P, H], phrase_mask [B, P] -> TextFeatures."""
+        sentence = (sentence_hidden - self.sentence_mean) / self.sentence_std
+        phrases = (phrase_hidden - self.phrase_mean) / self.phrase_std
+        return TextFeatures(
+            global_feat=self.sentence_neck(self.sentence_proj(sentence)),
+            phrase_tokens=self.phrase_proj(phrases),
+            phrase_mask=phrase_mask.bool(),
+        )
+
+    def encode_text_tokens(
+        self,
+        caption_ids: Tensor,
+        caption_mask: Tensor,
+        phrase_ids: Tensor,
+        phrase_ids_mask: Tensor,
+        phrase_mask: Tensor,
+    ) -> TextFeatures:
+        """Fine-tuning path: token ids (+ attention masks) of captions [B, L] and phrases [B, P, L'].
+
+        Only real phrases are encoded, unless padding is attended to (released code: the pads are inputs too).
+        """
+        if self.text_encoder is None:
+            raise RuntimeError("encode_text_tokens needs text.finetune: true (no text encoder in the model)")
+        sentence = self.text_encoder(caption_ids, caption_mask)  # [B, H]
+        encode = phrase_mask.bool()
+        if self.cross_attention is not None and not self.cross_attention.mask_padding:
+            encode = torch.ones_like(encode)
+        phrases = sentence.new_zeros(*phrase_mask.shape, sentence.shape[-1])  # [B, P, H]
+        if encode.any():
+            phrases[encode] = self.text_encoder(phrase_ids[encode], phrase_ids_mask[encode]).to(phrases.dtype)
+        return self.encode_text(sentence, phrases, phrase_mask)
+
+    def forward(
+        self, images: Tensor, sentence_hidden: Tensor, phrase_hidden: Tensor, phrase_mask: Tensor
+    ) -> tuple[ImageFeatures, TextFeatures]:
+        return self.encode_image(images), self.encode_text(sentence_hidden, phrase_hidden, phrase_mask)
+
+    # similarities
+
+    @staticmethod
+    def global_similarity(text_feats: TextFeatures, image_feats: ImageFeatures) -> Tensor:
+        """Cosine of global embeddings: [T, I]."""
+        return F.normalize(text_feats.global_feat, dim=-1) @ F.normalize(image_feats.global_feat, dim=-1).T
+
+    @property
+    def uses_local(self) -> bool:
+        return self.cross_attention is not None
+
+    def local_similarity(
+        self,
+        text_feats: TextFeatures,
+        image_feats: ImageFeatures,
+        candidates: Tensor | None = None,
+        chunk_size: int = 128,
+        image_chunk: int = 512,
+    ) -> Tensor:
+        """Local score S(i, t): exact for every pair [T, I], or for each caption's candidate gallery indices
+        (`candidates` [T, k], e.g. its global top-k) [T, k]. `chunk_size` captions are scored at a time."""
+        if self.cross_attention is None:
+            raise RuntimeError("local similarity needs model.use_local: true")
+        args = (image_feats.tokens, text_feats.phrase_tokens, text_feats.phrase_mask)
+        if candidates is None:
+            return self.cross_attention.pairwise_local_similarity(*args, chunk_size, image_chunk)
+        return self.cross_attention.rerank_local_similarity(*args, candidates, chunk_size)
+
+    # training objective
+
+    def losses(
+        self, image_feats: ImageFeatures, text_feats: TextFeatures, labels: Tensor, loss_cfg: LossConfig
+    ) -> dict[str, Tensor]:
+        """Weighted loss terms of a batch of B aligned (image, caption) pairs, plus `loss`, their sum.
+
+        With `drop_cmpm_below` set (released-code heuristic), CMPM is left out of `loss` in a step where its
+        unweighted value falls below the threshold; it is still reported (detached).
+        """
+        x, t = image_feats.global_feat, text_feats.global_feat
+        cmpm = cmpm_loss(x, t, labels, loss_cfg.cmpm_target_norm, loss_cfg.cmpm_eps)
+        out = {
+            "cmpm_loss": loss_cfg.cmpm_weight * cmpm,
+            "cmpc_loss": loss_cfg.cmpc_weight * cmpc_loss(x, t, labels, self.classifier),
+        }
+        if self.uses_local:
+            scores = self.local_similarity(text_feats, image_feats)  # [B texts, B images]
+            out["local_loss"] = loss_cfg.local_weight * local_loss(
+                scores, labels, self.attention_scale, loss_cfg.cmpm_target_norm, loss_cfg.cmpm_eps
+            )
+        terms = dict(out)
+        threshold = loss_cfg.drop_cmpm_below
+        if threshold is not None and float(cmpm.detach()) < threshold:  # unweighted, as in the released code
+            out["cmpm_loss"] = out["cmpm_loss"].detach()
+            del terms["cmpm_loss"]
+        out["loss"] = torch.stack([v.float() for v in terms.values()]).sum()  # autocast may mix dtypes
+        return out
