@@ -137,9 +137,9 @@ def fit(params: Params, paths: TrainPaths) -> tuple[ACSA, dict]:
         )
 
     train_text = text_source_for(params.text.finetune, paths.prepared, paths.features, train_split, "train")
-    text_mean, text_std = text_statistics(paths, train_split, train_text)
-    model = ACSA(params, num_classes=len(train_split["original_ids"]), text_hidden_size=text_mean.shape[0])
-    model.set_text_statistics(text_mean, text_std)
+    statistics = text_statistics(paths, train_split, train_text)
+    model = ACSA(params, num_classes=len(train_split["original_ids"]), text_hidden_size=statistics[0].shape[0])
+    model.set_text_statistics(*statistics)
     model.to(device)
     text_lr = params.text.lr
     optimizer = torch.optim.AdamW(
@@ -253,8 +253,9 @@ def fit(params: Params, paths: TrainPaths) -> tuple[ACSA, dict]:
     return model, summary
 
 
-def text_statistics(paths: TrainPaths, train_split: dict, source) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std of the training split's frozen text features (the model standardises with them)."""
+def text_statistics(paths: TrainPaths, train_split: dict, source) -> tuple[torch.Tensor, ...]:
+    """Mean and std of the training split's frozen sentence and phrase features (the model standardises
+    with them)."""
     if isinstance(source, FrozenTextSource):
         return source.bank.statistics()
     from acsa.data.dataset import TextBank

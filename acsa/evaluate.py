@@ -78,17 +78,18 @@ def score_split(model: ACSA, params: Params, prepared_dir: Path, features: Path,
 
 
 def rankings(scores: Scores, weight: float, query_ids, gallery_ids, top: int = 10) -> list[dict]:
+    """Per query: top gallery indices and 1-based rank of the first match, fused and global."""
     fused = per_query_ranks(scores.fused(weight), query_ids, gallery_ids, top=top)
     global_ = per_query_ranks(scores.global_, query_ids, gallery_ids, top=top)
     return [
         {
             "query": q,
-            "top": f["top"],
-            "first_match_rank": f["first_match_rank"],
-            "global_top": g["top"],
-            "global_first_match_rank": g["first_match_rank"],
+            "top": fused.top_indices[q].tolist(),
+            "first_match_rank": int(fused.first_match_rank[q]),
+            "global_top": global_.top_indices[q].tolist(),
+            "global_first_match_rank": int(global_.first_match_rank[q]),
         }
-        for q, (f, g) in enumerate(zip(fused, global_, strict=True))
+        for q in range(len(query_ids))
     ]
 
 

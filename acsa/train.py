@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     model, summary = fit(params, paths)
     meta = {
         "config": params_to_dict(params),
-        "num_classes": model.num_classes,
-        "text_hidden_size": model.text_hidden_size,
+        "num_classes": model.classifier.shape[1],
+        "text_hidden_size": model.sentence_mean.shape[0],
         "summary": summary,
     }
     with atomic_output_dir(args.out) as work:

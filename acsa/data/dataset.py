@@ -155,11 +155,18 @@ class TextBank:
         phrases = self.phrases[index.clamp(min=0)] * mask.unsqueeze(-1)  # [B, P, D]
         return self.sentence[rows], phrases, mask
 
-    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dimension mean and std over this split's sentences and phrases (standardises frozen features).
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-dimension (sentence mean, sentence std, phrase mean, phrase std) of this split's features.
 
-        Only the phrases this split uses count: the unique-phrase table also holds other splits' phrases.
+        Sentences and phrases get their own statistics: template sentences are nearly collinear while single
+        phrases spread much more (findings.md). Only the phrases this split uses count: the unique-phrase
+        table also holds other splits' phrases.
         """
         used = torch.unique(self.phrase_index[self.phrase_index >= 0])
-        values = torch.cat([self.sentence, self.phrases[used]])
-        return values.mean(0), values.std(0).clamp(min=1e-6)
+        phrases = self.phrases[used]
+        return (
+            self.sentence.mean(0),
+            self.sentence.std(0).clamp(min=1e-6),
+            phrases.mean(0),
+            phrases.std(0).clamp(min=1e-6),
+        )

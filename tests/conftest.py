@@ -1,0 +1,46 @@
+"""Shared fixtures: the smoke-size configuration and a smoke pipeline run once per test session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures_benchmarks.py
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A tiny synthetic benchmark and one short epoch: the whole pipeline in well under a minute.
+SMOKE_OVERRIDES = [
+    "synthetic.train_ids=16",
+    "synthetic.val_ids=4",
+    "synthetic.test_ids=4",
+    "synthetic.images_per_id=2",
+    "text.batch_size=64",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.images_per_id=2",
+    "train.warmup_steps=1",
+    "train.threads=2",
+    "evaluate.rerank_k=4",
+]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """Run prepare -> embed_text -> train -> evaluate at smoke size; returns the folder of outputs."""
+    from acsa import embed_text, evaluate, prepare, train
+
+    root = tmp_path_factory.mktemp("smoke")
+    params = str(REPO / "params.yaml")
+    common = ["--params", params] + [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
+    prepare.main([*common, "--out", str(root / "prepared"), "--contact-sheet", str(root / "contact.png")])
+    embed_text.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "features")])
+    data = ["--prepared", str(root / "prepared"), "--features", str(root / "features" / "features.safetensors")]
+    train.main([*common, *data, "--out", str(root / "model"), "--checkpoints", str(root / "checkpoints"),
+                "--live", str(root / "live")])
+    evaluate.main([*common, *data, "--model", str(root / "model"), "--out", str(root / "eval")])
+    return root
