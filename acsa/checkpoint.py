@@ -186,6 +186,13 @@ def load_model_weights(
     return state, config
 
 
+def check_checkpoint(path: Path) -> None:
+    """Raise CheckpointError unless `path` is a checkpoint that opens and parses (header, structure)."""
+    path = Path(path)
+    with _open(path, "checkpoint", "cpu") as (f, metadata):
+        _decode_all(path, _parse_json(path, metadata, _STRUCTURE), set(f.keys()), lambda name: None)
+
+
 def latest_good_checkpoint(folder: Path, pattern: str = "epoch-*.safetensors") -> Path | None:
     """The newest checkpoint in `folder` (by the numbers in its name) that opens and parses, or None.
 
@@ -196,8 +203,7 @@ def latest_good_checkpoint(folder: Path, pattern: str = "epoch-*.safetensors") -
     broken: list[Path] = []
     for path in candidates:
         try:
-            with _open(path, "checkpoint", "cpu") as (f, metadata):
-                _decode_all(path, _parse_json(path, metadata, _STRUCTURE), set(f.keys()), lambda name: None)
+            check_checkpoint(path)
         except CheckpointError as err:
             log.warning("skipping unusable checkpoint: %s", err)
             broken.append(path)
@@ -206,6 +212,84 @@ def latest_good_checkpoint(folder: Path, pattern: str = "epoch-*.safetensors") -
             log.warning("using the previous good checkpoint %s instead of %s", path, broken[0])
         return path
     return None
+
+
+class CheckpointFolder:
+    """The resume state of one training run, in one folder:
+
+        epoch-NNN.safetensors       model, optimizer and meta after epoch NNN (the newest few epochs)
+        best-epoch-NNN.safetensors  model weights of epoch NNN, the best so far of some kept epoch file
+        .lock                       locked (flock) by the process that trains into the folder
+
+    Every epoch file names its own best epoch, so a best file is never overwritten while a kept epoch file
+    still refers to it: whatever moment a run is killed at, the newest good epoch file and its best agree.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def epoch_path(self, epoch: int) -> Path:
+        return self.root / f"epoch-{epoch:03d}.safetensors"
+
+    def best_path(self, epoch: int) -> Path:
+        return self.root / f"best-epoch-{epoch:03d}.safetensors"
+
+    def latest(self) -> Path | None:
+        """The newest epoch checkpoint that opens (see `latest_good_checkpoint`)."""
+        return latest_good_checkpoint(self.root, "epoch-*.safetensors")
+
+    def files(self) -> list[Path]:
+        return (
+            sorted(p for p in self.root.glob("*") if p.is_file() and p.name != ".lock")
+            if self.root.is_dir()
+            else []
+        )
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for this process; a second run training into it fails at once with CheckpointError.
+
+        The lock dies with its process (even on SIGKILL), so a crashed run never blocks the next one.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        with open(self.root / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CheckpointError(
+                    f"{self.root}: another training run is writing checkpoints here (it holds .lock)"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def remove_temporary_files(self) -> None:
+        """Delete the half-written files of a process killed inside `save_checkpoint`."""
+        for path in self.root.glob(".*.tmp"):
+            log.info("removing %s, left by an interrupted checkpoint write", path)
+            path.unlink(missing_ok=True)
+
+    def prune(self, keep_epochs: int, best_epochs: set[int]) -> None:
+        """Keep the newest `keep_epochs` epoch files and the best files of `best_epochs`."""
+        for path in sorted(self.root.glob("epoch-*.safetensors"), key=_name_order)[:-keep_epochs]:
+            path.unlink(missing_ok=True)
+        for path in self.root.glob("best-epoch-*.safetensors"):
+            if _name_order(path)[0][:1] not in {(epoch,) for epoch in best_epochs}:
+                path.unlink(missing_ok=True)
+
+    def clear(self, lock: bool = False) -> None:
+        """Delete the checkpoints (and the lock file, once no run holds it) but keep the folder: DVC fails a
+        stage whose declared output is missing."""
+        if self.root.is_dir():
+            for path in self.root.iterdir():
+                if path.is_file() and (lock or path.name != ".lock"):
+                    path.unlink(missing_ok=True)
 
 
 def _name_order(path: Path) -> tuple[tuple[int, ...], str]:

@@ -24,17 +24,23 @@ from acsa.checkpoint import load_checkpoint
 from acsa.cli import params_from_args, run_stage, stage_parser
 from acsa.config import ConfigError, Params, params_from_dict, params_to_dict
 from acsa.data.dataset import load_prepared
-from acsa.engine import image_table
+from acsa.engine import image_table, open_text_source
 from acsa.io import atomic_output_dir, write_json
 from acsa.metrics import per_query_ranks
 from acsa.model import ACSA
 from acsa.retrieval import Scores, choose_fusion_weight, encode_images, encode_queries, metrics_by_kind, score
 from acsa.runtime import resolve_device, set_threads
-from acsa.text_sources import text_source_for
 
 log = logging.getLogger(__name__)
 
-MODEL_SECTIONS = ("image", "model", "text")  # what must match between the checkpoint and params.yaml
+MODEL_SECTIONS = ("image", "model", "text")  # what must match between the checkpoint and params.yaml ...
+TRAINING_ONLY_KEYS = {  # ... except keys that only shape training
+    "image.pretrained_path",
+    "image.hflip",
+    "image.translate",
+    "text.lr",
+    "text.batch_size",
+}
 
 
 def load_model(model_dir: Path, params: Params | None = None) -> tuple[ACSA, Params]:
@@ -47,7 +53,7 @@ def load_model(model_dir: Path, params: Params | None = None) -> tuple[ACSA, Par
             f"{section}.{key}"
             for section in MODEL_SECTIONS
             for key in current[section]
-            if current[section][key] != stored[section][key]
+            if current[section][key] != stored[section][key] and f"{section}.{key}" not in TRAINING_ONLY_KEYS
         ]
         if differing:
             raise ConfigError(
@@ -69,7 +75,7 @@ def score_split(model: ACSA, params: Params, prepared_dir: Path, features: Path,
     prepared = load_prepared(prepared_dir)
     split = prepared.split(name)
     images = image_table(prepared, split, "image_paths", params)
-    text_source = text_source_for(params.text.finetune, prepared_dir, features, split, name)
+    text_source = open_text_source(params.text.finetune, prepared_dir, features, split, name)
     image_feats = encode_images(model, images, params.evaluate.batch_size, device, params.train.num_workers)
     text_feats = encode_queries(model, text_source, params.evaluate.batch_size, device)
     cfg = params.evaluate

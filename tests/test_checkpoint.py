@@ -269,3 +269,38 @@ def test_malformed_structure_is_refused(tmp_path: Path) -> None:
     save_file({"other": torch.zeros(1)}, str(path), metadata=metadata)
     with pytest.raises(CheckpointError, match="'model.w' named in the structure is not stored"):
         load_checkpoint(path)
+
+
+# ---- the checkpoint folder of a training run ---------------------------------------------------------------
+
+
+def test_folder_lock_refuses_a_second_run(tmp_path: Path) -> None:
+    """(A lock held by a process that dies, even by SIGKILL, goes with it: tests/test_resume.py kills one.)"""
+    folder = ckpt.CheckpointFolder(tmp_path / "checkpoints")
+    with folder.lock():
+        with pytest.raises(CheckpointError, match="another training run is writing checkpoints here"):
+            with ckpt.CheckpointFolder(tmp_path / "checkpoints").lock():
+                pass
+    with folder.lock():  # released on exit
+        pass
+
+
+def test_folder_prune_clear_and_temporary_files(tmp_path: Path) -> None:
+    folder = ckpt.CheckpointFolder(tmp_path)
+    for epoch in range(4):
+        save_checkpoint(folder.epoch_path(epoch), {"w": torch.zeros(1)}, None, {"epoch": epoch})
+        save_checkpoint(folder.best_path(epoch), {"w": torch.zeros(1)}, None, {})
+    (tmp_path / ".epoch-004.safetensors.abc.tmp").write_bytes(b"partial")
+    (tmp_path / ".lock").touch()
+    folder.prune(keep_epochs=2, best_epochs={1, 3})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        ".epoch-004.safetensors.abc.tmp", ".lock", "best-epoch-001.safetensors", "best-epoch-003.safetensors",
+        "epoch-002.safetensors", "epoch-003.safetensors",
+    ]  # fmt: skip
+    assert folder.latest() == folder.epoch_path(3)
+    folder.remove_temporary_files()
+    folder.clear()
+    assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+    folder.clear(lock=True)
+    assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []  # DVC needs the declared output folder

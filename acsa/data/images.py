@@ -74,7 +74,7 @@ def _problem(path: Path) -> str | None:
         return "missing"
     try:
         with Image.open(path) as image:
-            image.verify()  # checks structure without decoding pixels: fast
+            image.load()  # a full decode: verify() passes a truncated JPEG, which only training would find
     except _READ_ERRORS as err:
         return f"unreadable: {_error_text(err)}"
     return None

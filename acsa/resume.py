@@ -1,0 +1,178 @@
+"""What a training run leaves behind to be continued, and how a new run decides to continue it.
+
+After every epoch rank 0 calls `save_epoch`: the best weights first (`best-epoch-NNN.safetensors`, for a
+new best epoch), then `epoch-NNN.safetensors` (model, optimizer, `RunState`, the configuration and a
+fingerprint of the data), then pruning (acsa.checkpoint.CheckpointFolder). A kill between any two writes
+leaves a newest good epoch file whose best file exists. `resume_checkpoint` continues only a checkpoint of
+the same configuration (up to `RESUME_IGNORES`) and the same data, and says why it starts afresh otherwise.
+DVCLive's logs are rebuilt from the checkpoint's history (`open_live`), so they match the checkpoint
+whatever moment the run died at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.optim import Optimizer
+
+from acsa.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointFolder,
+    check_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+log = logging.getLogger(__name__)
+
+KEEP_EPOCH_CHECKPOINTS = 2  # the newest and, should it be unreadable, the one before
+# Settings that change how fast, not what, a run trains: a checkpoint written under other values resumes.
+RESUME_IGNORES = (
+    "train.device",
+    "train.threads",
+    "train.num_workers",
+    "train.nproc_per_node",
+    "evaluate.batch_size",
+    "evaluate.chunk_size",
+    "evaluate.local_mode",
+    "evaluate.rerank_k",
+)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint carries besides model and optimizer."""
+
+    epoch: int = 0  # the next epoch to train
+    step: int = 0  # optimizer steps done
+    best: dict = field(default_factory=lambda: {"epoch": -1, "val/selection_R1": -1.0})
+    history: list[dict] = field(default_factory=list)  # the logged metrics of every finished epoch
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> RunState:
+        return cls(meta["epoch"] + 1, meta["step"], dict(meta["best"]), list(meta["history"]))
+
+
+def data_fingerprint(files: list[Path]) -> str:
+    """SHA-256 over the contents of `files` (what training reads besides the images)."""
+    digest = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(config, dict) or not config:
+        return {prefix.rstrip("."): config}
+    return {k: v for key, value in config.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+
+
+def config_differences(stored: Any, current: dict) -> list[str]:
+    """Dotted keys whose values differ between a checkpoint's configuration and `current`."""
+    old, new = _flat(stored if isinstance(stored, dict) else {"": stored}), _flat(current)
+    missing = object()
+    keys = sorted(old.keys() | new.keys())
+    return [
+        key for key in keys if key not in RESUME_IGNORES and old.get(key, missing) != new.get(key, missing)
+    ]
+
+
+def resume_checkpoint(folder: CheckpointFolder, config: dict, data: str) -> Checkpoint | None:
+    """The checkpoint to continue from, or None to start afresh (the folder is emptied then).
+
+    Never continues a checkpoint of another configuration or other data: the warning says which.
+    """
+    folder.remove_temporary_files()
+    path = folder.latest()
+    checkpoint = load_checkpoint(path) if path is not None else None
+    if checkpoint is not None:
+        differing = config_differences(checkpoint.meta.get("config"), config)
+        if not {"data", "history", "best", "step"} <= checkpoint.meta.keys():
+            log.warning("%s was written by an older version of acsa: starting afresh", path)
+            checkpoint = None
+        elif differing:
+            shown = ", ".join(differing[:5]) + (", ..." if len(differing) > 5 else "")
+            log.warning("%s was written with another configuration (%s): starting afresh", path, shown)
+            checkpoint = None
+        elif checkpoint.meta.get("data") != data:
+            log.warning(
+                "%s was trained on other data (splits or text features changed): starting afresh", path
+            )
+            checkpoint = None
+    if checkpoint is None:
+        if folder.files():
+            log.info("clearing %s", folder.root)
+            folder.clear()
+        return None
+    meta = checkpoint.meta
+    try:
+        check_checkpoint(folder.best_path(meta["best"]["epoch"]))
+    except CheckpointError as err:  # deleted by hand, say: the resumed epoch stands in as the best so far
+        log.warning(
+            "best epoch's weights unusable (%s): taking epoch %d as the best so far", err, meta["epoch"]
+        )
+        meta["best"] = {
+            "epoch": meta["epoch"],
+            "val/selection_R1": meta["history"][-1].get("val/selection_R1", -1.0),
+        }
+        save_checkpoint(folder.best_path(meta["epoch"]), checkpoint.model_state, None, {"best": meta["best"]})
+    log.info("resuming from %s (epoch %d done, step %d)", path, meta["epoch"], meta["step"])
+    return checkpoint
+
+
+def save_epoch(
+    folder: CheckpointFolder,
+    model: nn.Module,
+    optimizer: Optimizer,
+    state: RunState,
+    logged: dict,
+    config: dict,
+    data: str,
+) -> None:
+    """Record the finished epoch `state.epoch` (its metrics `logged`): update `state.best` and history.
+
+    Order matters: best weights, then the epoch file that refers to them, then pruning.
+    """
+    epoch, previous_best = state.epoch, state.best["epoch"]
+    if "val/selection_R1" not in logged or logged["val/selection_R1"] > state.best["val/selection_R1"]:
+        state.best = {"epoch": epoch, "val/selection_R1": logged.get("val/selection_R1", -1.0)}
+        save_checkpoint(folder.best_path(epoch), model.state_dict(), None, {"best": state.best})
+    state.history.append(logged)
+    meta = {
+        "config": config,
+        "data": data,
+        "epoch": epoch,
+        "step": state.step,
+        "best": state.best,
+        "history": state.history,
+    }
+    save_checkpoint(folder.epoch_path(epoch), model.state_dict(), optimizer.state_dict(), meta)
+    folder.prune(KEEP_EPOCH_CHECKPOINTS, {state.best["epoch"], previous_best})
+
+
+def open_live(path: Path, history: list[dict]):
+    """A fresh DVCLive folder holding the logs of the epochs already trained.
+
+    (DVCLive's own resume continues from the step in its metrics.json: it repeats step 0, and it repeats or
+    skips an epoch when the run died between writing its checkpoint and its log.)
+    """
+    from dvclive import Live
+
+    live = Live(str(path), save_dvc_exp=False, dvcyaml=False)
+    for logged in history:
+        log_epoch(live, logged)
+    return live
+
+
+def log_epoch(live, logged: dict) -> None:
+    for name, value in logged.items():
+        live.log_metric(name, value)
+    live.next_step()
