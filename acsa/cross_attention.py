@@ -7,10 +7,22 @@ For image i with tokens r and caption t with phrases p (method.md §3):
     c_r = sum_p a[r,p] V_txt_p;  S(i,t) = mean_r cos(V_img_r, c_r)
 
 Exact batched form, without ever building c_r for every (image, caption) pair:
-    V_img_r . c_r = sum_p a[r,p] (V_img_r . V_txt_p)     -> one product [I*R, d] @ [d, T*P]
+    V_img_r . c_r = sum_p a[r,p] (V_img_r . V_txt_p)     -> one product [T*P, d] @ [d, R*I]
     |c_r|^2       = sum_{p,q} a[r,p] a[r,q] G_t[p,q]     -> G_t = V_txt V_txt^T, a P x P Gram per caption
-and the attention logits need only Q.K products ([I*R, d] @ [d, T*P]). Work is chunked over captions and
-images, so memory is bounded by the chunk sizes, never by T x I x R x P.
+and the attention logits need only Q.K products (another [T*P, d] @ [d, R*I]). The softmax is left
+unnormalised (e = exp(lambda s - shift)): its normaliser cancels in the cosine. The sums over p and the
+Gram products run as small batched matmuls. Work is done in blocks of captions x images whose tensors are
+laid out [t, p, r, i] (i innermost, contiguous): every reduction runs over an outer axis with contiguous,
+vectorised inner loops. Memory is bounded by the block sizes, never by T x I x R x P. On a CPU the blocks
+are shared out to one worker thread per torch thread, each running its ops single-threaded (_BlockRunner).
+
+Re-rank (`score_candidates`): captions are first ordered so that neighbours share candidates (MinHash of
+each caption's candidate set), then scored in chunks. When a chunk's candidates overlap enough (union at
+most `dense_ratio` x k images) every caption x union pair is scored as one dense block and the candidates
+picked out; otherwise each caption's candidates are copied into a reused buffer and scored with one
+[P, d] @ [d, R*k] product per caption. That copy is what bounds the re-rank on a CPU: each pair needs
+2 x R x d floats of image tokens (43 KB at d = 768) for 4 x R x P x d FLOPs, about 5 FLOPs per byte,
+fetched from scattered gallery rows.
 
 Axis legend: i images, r image tokens, t captions, p and q phrases, k candidate images per caption,
 d projection dim. Padded phrases (mask False) are excluded from the softmax when `mask_padding`; the released
@@ -19,6 +31,8 @@ code attends to them (`mask_padding=False`). A caption without any real phrase s
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +40,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 EPS = 1e-8
+# exp() arguments are shifted by the largest possible logit (lambda, since |s| <= 1 after the
+# normalisation over r) when even the smallest possible row maximum, exp(-lambda (1 + slope)), keeps
+# |c|^2 ~ e^2 far above float32's smallest normal (1e-38); otherwise by each row's maximum (one more pass).
+_CONSTANT_SHIFT_LIMIT = 30.0
+# Elements of one [t, p, r, i] block tensor (float32: 4 bytes each) that the blocked scoring aims for:
+# large enough for efficient matrix products, small enough that a block's few tensors stay in cache.
+_BLOCK_ELEMENTS = 1 << 21
+_BLOCK_TEXTS = 32  # captions per block: [t*P, d] @ [d, R*n] products with t*P = 320 rows
+# On a GPU, caches do not bound the block: larger blocks mean fewer kernel launches.
+_BLOCK_ELEMENTS_GPU = 1 << 26
+_BLOCK_TEXTS_GPU = 1024
 
 
 @dataclass
@@ -44,12 +69,110 @@ class ProjectedPhrases:
     value: Tensor  # [T, P, d] V_txt
     mask: Tensor  # [T, P] bool, True = real phrase (all True when padding is attended to)
 
-    def __getitem__(self, rows: slice) -> ProjectedPhrases:
+    def __getitem__(self, rows: slice | Tensor) -> ProjectedPhrases:
         return ProjectedPhrases(self.key[rows], self.value[rows], self.mask[rows])
+
+
+@dataclass
+class _TextSide:
+    """Per-caption quantities reused by every block of a scoring call."""
+
+    key: Tensor  # [T, P, d]
+    value: Tensor  # [T, P, d]
+    gram: Tensor  # [T, P, P]: G_t = V_txt V_txt^T
+    bias: Tensor  # [T, P, 1, 1]: -shift for real phrases, -inf for padding
+
+    def __getitem__(self, rows: slice | Tensor) -> _TextSide:
+        return _TextSide(self.key[rows], self.value[rows], self.gram[rows], self.bias[rows])
 
 
 def _l2norm(x: Tensor, dim: int) -> Tensor:
     return x / (x.norm(dim=dim, keepdim=True) + EPS)
+
+
+def _token_major(x: Tensor) -> Tensor:
+    """[n, R, d] -> [d, R*n] (a transposed view of a contiguous [R*n, d] copy): columns ordered (r, n)."""
+    return x.transpose(0, 1).reshape(-1, x.shape[-1]).T
+
+
+def minhash_order(candidates: Tensor, num_hashes: int = 2, seed: int = 0) -> Tensor:
+    """An order of the rows of candidates [T, k] (gallery indices) that puts rows with overlapping
+    candidate sets next to each other: sort by MinHash signatures (two rows share a MinHash value with
+    probability equal to the Jaccard similarity of their sets). Deterministic for a given seed."""
+    num_rows = candidates.shape[0]
+    if num_rows == 0:
+        return torch.arange(0, device=candidates.device)
+    size = int(candidates.max()) + 1
+    generator = torch.Generator().manual_seed(seed)
+    key = torch.zeros(num_rows, dtype=torch.long, device=candidates.device)
+    for _ in range(num_hashes):
+        permutation = torch.randperm(size, generator=generator).to(candidates.device)
+        key = key * size + permutation[candidates].amin(dim=1)
+    return torch.sort(key, stable=True).indices
+
+
+class _TokenGather:
+    """Token-major copies of chosen gallery images ([d, R*n] operands, columns ordered (r, n)), written into
+    buffers reused from call to call: a fresh large tensor costs page faults at every allocation."""
+
+    def __init__(self, images: ProjectedImages) -> None:
+        self.num_tokens, self.dim = images.query.shape[1:]
+        self.query = images.query.reshape(-1, self.dim)  # [(I R), d]
+        self.value = images.value.reshape(-1, self.dim)
+        self.value_norm = images.value_norm  # [I, R]
+        self.tokens = torch.arange(self.num_tokens, device=images.query.device)
+        grad = torch.is_grad_enabled() and (images.query.requires_grad or images.value.requires_grad)
+        self.buffers: list[Tensor] | None = None if grad else [images.query.new_empty(0, self.dim)] * 2
+
+    def _select(self, slot: int, source: Tensor, rows: Tensor) -> Tensor:
+        if self.buffers is None:  # differentiable: no writes into preallocated tensors
+            return source.index_select(0, rows)
+        if self.buffers[slot].shape[0] < rows.numel():
+            self.buffers[slot] = source.new_empty(rows.numel(), self.dim)
+        return torch.index_select(source, 0, rows, out=self.buffers[slot][: rows.numel()])
+
+    def rows(self, index: Tensor) -> Tensor:
+        """Gallery indices [..., n] -> rows [..., R*n] of the flat token tables, ordered (r, n)."""
+        return (index.unsqueeze(-2) * self.num_tokens + self.tokens[:, None]).flatten(-2)
+
+    def select(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Rows [R*n] -> query_t, value_t [d, R*n] (valid until the next call: the buffers are reused)."""
+        return self._select(0, self.query, rows).T, self._select(1, self.value, rows).T
+
+    def __call__(self, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Gallery indices [n] -> query_t, value_t [d, R*n] and value_norm [R, n]."""
+        return (*self.select(self.rows(index)), self.value_norm[index].T)
+
+
+class _BlockRunner:
+    """Runs independent blocks. On a CPU, without gradients, with torch using n > 1 threads: on n worker
+    threads, each running its ops single-threaded (torch's thread count is per thread; the caller's stays
+    as it is). Blocks then proceed independently instead of every small op of a block waiting for all n
+    threads, which on shared, busy cores costs a scheduler time slice per op. Elsewhere: in order, here."""
+
+    def __init__(self, like: Tensor) -> None:
+        grad = torch.is_grad_enabled() and like.requires_grad
+        self.workers = torch.get_num_threads() if like.device.type == "cpu" and not grad else 1
+        self.pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> _BlockRunner:
+        if self.workers > 1:
+            self.pool = ThreadPoolExecutor(self.workers, initializer=torch.set_num_threads, initargs=(1,))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+    def __call__(self, fn, items) -> None:
+        """fn(item) for every item; returns when all are done (re-raising the first error)."""
+        items = list(items)
+        if self.pool is None or len(items) <= 1:
+            for item in items:
+                fn(item)
+            return
+        for future in [self.pool.submit(fn, item) for item in items]:
+            future.result()
 
 
 class AsymmetricCrossAttention(nn.Module):
@@ -97,15 +220,76 @@ class AsymmetricCrossAttention(nn.Module):
         # x mask: a caption with no real phrase gets no context (its softmax over nothing would be uniform)
         return torch.softmax(s, dim=-1) * mask
 
-    def _score_block(self, images: ProjectedImages, phrases: ProjectedPhrases) -> Tensor:
-        """Every pair of a block of images [i] and captions [t]: S [t, i]."""
-        # [i, r, d] x [t, p, d] -> [i, t, r, p]: one (i*r, d) @ (d, t*p) product each
-        logits = torch.einsum("ird,tpd->itrp", images.query, phrases.key)
-        attn = self._attention(logits, phrases.mask[None, :, None, :])
-        dots = torch.einsum("ird,tpd->itrp", images.value, phrases.value)
-        gram = phrases.value @ phrases.value.transpose(1, 2)  # [t, p, q]
-        attn_gram = torch.einsum("itrp,tpq->itrq", attn, gram)
-        return self._cosine_mean(attn, dots, attn_gram, images.value_norm[:, None]).T
+    def _constant_shift(self, dtype: torch.dtype) -> bool:
+        bound = abs(self.attention_scale) * (1.0 + abs(self.leaky_slope))
+        return dtype in (torch.float32, torch.float64) and bound <= _CONSTANT_SHIFT_LIMIT
+
+    def _text_side(self, phrases: ProjectedPhrases) -> _TextSide:
+        key, value, mask = phrases.key, phrases.value, phrases.mask
+        gram = value @ value.transpose(1, 2)  # [t, p, q]
+        shift = abs(self.attention_scale) if self._constant_shift(gram.dtype) else 0.0
+        bias = torch.where(mask, -shift, float("-inf")).to(gram.dtype)
+        return _TextSide(key, value, gram, bias[:, :, None, None])
+
+    def _block(self, text: _TextSide, query_t: Tensor, value_t: Tensor, value_norm: Tensor) -> Tensor:
+        """S [t, n] of t captions against n images given token-major: query_t, value_t [d, R*n] and
+        value_norm [R, n], columns ordered (r, n)."""
+        logits = torch.matmul(text.key, query_t)  # [t, p, R*n] cosines Q.K
+        return self._scores(text, logits, lambda: torch.matmul(text.value, value_t), value_norm)
+
+    def _scores(self, text: _TextSide, logits: Tensor, dots_fn, value_norm: Tensor) -> Tensor:
+        """S [t, n] from the products of a block: logits Q.K [t, p, R*n] and `dots_fn()` giving
+        V_txt . V_img [t, p, R*n] (called late, so that fewer block tensors are alive at once)."""
+        inplace = not (torch.is_grad_enabled() and logits.requires_grad)
+        num_texts, num_phrases = text.key.shape[:2]
+        num_tokens = value_norm.shape[-2]
+        s = logits.view(num_texts, num_phrases, num_tokens, -1)  # [t, p, r, n]
+        s = F.leaky_relu(s, self.leaky_slope, inplace=inplace)
+        # |s[:, p]| over r: sum of squares as a [1, r] @ [r, n] product per (t, p)
+        squares = (s * s).view(num_texts * num_phrases, num_tokens, -1)
+        norm_sq = torch.matmul(s.new_ones(1, num_tokens), squares)  # [t*p, 1, n]
+        inv_norm = (norm_sq.sqrt_() if inplace else norm_sq.sqrt()) + EPS
+        inv_norm = inv_norm.reciprocal_().view(num_texts, num_phrases, 1, -1)  # [t, p, 1, n]
+        if inplace and self._constant_shift(s.dtype):
+            bias = text.bias
+        else:  # shift each (t, r, n) row by its largest real logit: z >= 1 keeps gradients finite
+            row_max = (self.attention_scale * s * inv_norm + text.bias).amax(dim=1, keepdim=True)
+            bias = text.bias - row_max.detach().clamp_min(torch.finfo(s.dtype).min)
+        # e = exp(lambda s / |s| + bias): the unnormalised softmax over p, 0 at padded phrases
+        if inplace:
+            torch.addcmul(bias, s, inv_norm, value=self.attention_scale, out=s)
+            e = s.exp_().view(num_texts, num_phrases, -1)  # [t, p, R*n]
+        else:
+            e = torch.addcmul(bias, s, inv_norm, value=self.attention_scale).exp()
+            e = e.view(num_texts, num_phrases, -1)
+        gram_e = torch.matmul(text.gram, e)  # [t, q, R*n]: sum_p G[q, p] e_p
+        dots = dots_fn()  # [t, p, R*n] V_txt_p . V_img_r
+        ones = e.new_ones(1, num_phrases)
+        if inplace:
+            # with z = sum_p e (never formed): [t, 1, R*n] z (V_img_r . c_r) and z^2 |c_r|^2
+            numerator = torch.matmul(ones, dots.mul_(e))
+            context_sq = torch.matmul(ones, gram_e.mul_(e))
+        else:
+            numerator = torch.matmul(ones, dots * e)
+            context_sq = torch.matmul(ones, gram_e * e)
+        # cos(V_img_r, c_r) = numerator / sqrt(|V_img_r|^2 context_sq): z cancels. A caption without a real
+        # phrase has numerator = context_sq = 0: the clamp keeps 0 * rsqrt(tiny) = 0, with finite gradients.
+        value_sq = value_norm.square().reshape(*value_norm.shape[:-2], 1, -1)  # [(t,) 1, R*n]
+        # without gradients the constant shift can leave z tiny, so the floor is float's smallest normal;
+        # with gradients z >= 1 and a larger floor keeps rsqrt's derivative finite (0 * inf would be NaN)
+        tiny = torch.finfo(context_sq.dtype).tiny if inplace else EPS * EPS
+        if inplace:
+            cosine = numerator.mul_(context_sq.mul_(value_sq).clamp_min_(tiny).rsqrt_())  # [t, 1, R*n]
+        else:
+            cosine = numerator * (context_sq * value_sq).clamp_min(tiny).rsqrt()
+        return cosine.view(num_texts, num_tokens, -1).mean(dim=1)  # [t, n]
+
+    @staticmethod
+    def _budget(device: torch.device) -> tuple[int, int]:
+        """(captions, elements) of one block on `device`."""
+        if device.type == "cpu":
+            return _BLOCK_TEXTS, _BLOCK_ELEMENTS
+        return _BLOCK_TEXTS_GPU, _BLOCK_ELEMENTS_GPU
 
     def score_pairwise(
         self,
@@ -114,14 +298,26 @@ class AsymmetricCrossAttention(nn.Module):
         text_chunk: int = 128,
         image_chunk: int = 512,
     ) -> Tensor:
-        """S(i, t) for every caption and image: [T, I]."""
-        num_texts, num_images = phrases.key.shape[0], images.query.shape[0]
+        """S(i, t) for every caption and image: [T, I]. Blocks hold at most `text_chunk` captions x
+        `image_chunk` images (smaller when that makes for cache-sized blocks)."""
+        num_texts, num_phrases = phrases.key.shape[:2]
+        num_images, num_tokens = images.query.shape[:2]
+        max_texts, max_elements = self._budget(images.query.device)
+        texts = max(1, min(text_chunk, max_texts))
+        image_block = max(1, min(image_chunk, max_elements // (texts * num_phrases * num_tokens)))
+        text = self._text_side(phrases)
         out = images.query.new_empty(num_texts, num_images)
-        for t0 in range(0, num_texts, text_chunk):
-            text_block = phrases[t0 : t0 + text_chunk]
-            for i0 in range(0, num_images, image_chunk):
-                block = self._score_block(images[i0 : i0 + image_chunk], text_block)
-                out[t0 : t0 + text_chunk, i0 : i0 + image_chunk] = block
+        with _BlockRunner(images.query) as run:
+            for i0 in range(0, num_images, image_block):
+                block = images[i0 : i0 + image_block]
+                query_t, value_t = _token_major(block.query), _token_major(block.value)  # [d, R*n]
+                value_norm = block.value_norm.T  # [R, n]
+
+                def score(t0: int, i0=i0, query_t=query_t, value_t=value_t, value_norm=value_norm) -> None:
+                    scores = self._block(text[t0 : t0 + texts], query_t, value_t, value_norm)
+                    out[t0 : t0 + texts, i0 : i0 + image_block] = scores
+
+                run(score, range(0, num_texts, texts))  # waits: the next image block reuses no memory
         return out
 
     def score_candidates(
@@ -130,44 +326,74 @@ class AsymmetricCrossAttention(nn.Module):
         phrases: ProjectedPhrases,
         candidates: Tensor,
         text_chunk: int = 128,
-        dense_ratio: float = 8.0,
+        dense_ratio: float = 4.0,
     ) -> Tensor:
         """S(candidates[t, j], t) for each caption's candidate images: [T, k].
 
-        Per chunk of captions, when the union of their candidates is small (at most `dense_ratio` x k
-        images) every pair of captions x union is scored with the blocked products and the candidates picked
-        out; otherwise each caption's candidates are gathered ([t, k, r, d] copies: few FLOPs per byte moved,
-        so ~10x slower per pair on a CPU, but only t x k pairs).
+        Captions are visited in MinHash order (overlapping candidate sets together), in chunks of at most
+        `text_chunk` (and _BLOCK_TEXTS). A chunk whose union of candidates is at most `dense_ratio` x k
+        images is scored densely against that union (efficient products, some pairs not needed); otherwise
+        each caption's candidates are gathered (only the needed pairs, but a copy of scattered gallery rows
+        per pair, which costs more than the products on a CPU; 4 measured as the break-even there).
         """
-        out = images.query.new_empty(candidates.shape)
-        for t0 in range(0, candidates.shape[0], text_chunk):
-            index = candidates[t0 : t0 + text_chunk]  # [t, k]
-            text_block = phrases[t0 : t0 + text_chunk]
+        num_texts, k = candidates.shape
+        out = images.query.new_empty(num_texts, k)
+        if num_texts == 0 or k == 0:
+            return out
+        text = self._text_side(phrases)
+        order = minhash_order(candidates)
+        max_texts, max_elements = self._budget(images.query.device)
+        if images.query.device.type != "cpu":  # batched gathers [t, R*k, d] stay within the block budget
+            max_texts = min(
+                max_texts, max(1, max_elements // (images.query.shape[1] * k * images.query.shape[2]))
+            )
+        chunk = max(1, min(text_chunk, max_texts))
+        gathers = threading.local()  # each worker thread copies candidates into its own buffers
+
+        def score(start: int) -> None:
+            if not hasattr(gathers, "gather"):
+                gathers.gather = _TokenGather(images)
+            rows = order[start : start + chunk]
+            index = candidates[rows]  # [t, k]
             union, position = torch.unique(index, return_inverse=True)  # position [t, k] into union
-            if union.numel() <= dense_ratio * index.shape[1]:
-                block = self._score_block(images[union], text_block)  # [t, union]
-                out[t0 : t0 + text_chunk] = block.gather(1, position)
-                continue
-            query, i_value = images.query[index], images.value[index]  # [t, k, r, d]
-            logits = torch.einsum("tkrd,tpd->tkrp", query, text_block.key)
-            attn = self._attention(logits, text_block.mask[:, None, None, :])
-            dots = torch.einsum("tkrd,tpd->tkrp", i_value, text_block.value)
-            gram = text_block.value @ text_block.value.transpose(1, 2)  # [t, p, q]
-            attn_gram = torch.einsum("tkrp,tpq->tkrq", attn, gram)
-            out[t0 : t0 + text_chunk] = self._cosine_mean(attn, dots, attn_gram, images.value_norm[index])
+            if union.numel() <= dense_ratio * k:
+                out[rows] = self._score_dense(text[rows], gathers.gather, union).gather(1, position)
+            else:
+                out[rows] = self._score_gathered(text[rows], gathers.gather, index)
+
+        with _BlockRunner(images.query) as run:
+            run(score, range(0, num_texts, chunk))
         return out
 
-    @staticmethod
-    def _cosine_mean(attn: Tensor, dots: Tensor, attn_gram: Tensor, value_norm: Tensor) -> Tensor:
-        """mean_r cos(V_img_r, c_r) for a block of pairs [a, b].
+    def _score_gathered(self, text: _TextSide, gather: _TokenGather, index: Tensor) -> Tensor:
+        """S [t, k] of each caption against its own candidates index [t, k]. On a CPU, per caption: its
+        candidates are copied token-major into a cache-sized buffer and multiplied at once ([P, d] @
+        [d, R*k]); elsewhere all captions' candidates are gathered at once for batched products."""
+        num_texts, num_phrases = text.key.shape[:2]
+        value_norm = gather.value_norm[index].transpose(1, 2)  # [t, R, k]
+        rows = gather.rows(index)  # [t, R*k], ordered (r, k)
+        if index.device.type != "cpu" or gather.buffers is None:
+            rows = rows.reshape(-1)
+            shape = (num_texts, -1, gather.dim)  # [t, R*k, d]
+            query_t = gather.query.index_select(0, rows).view(shape).transpose(1, 2)
+            value_t = gather.value.index_select(0, rows).view(shape).transpose(1, 2)
+            logits = torch.bmm(text.key, query_t)  # [t, p, R*k]
+            return self._scores(text, logits, lambda: torch.bmm(text.value, value_t), value_norm)
+        logits = text.key.new_empty(num_texts, num_phrases, gather.num_tokens * index.shape[1])
+        dots = torch.empty_like(logits)
+        for j in range(num_texts):
+            query_t, value_t = gather.select(rows[j])  # [d, R*k]
+            torch.mm(text.key[j], query_t, out=logits[j])
+            torch.mm(text.value[j], value_t, out=dots[j])
+        return self._scores(text, logits, lambda: dots, value_norm)
 
-        attn, dots (V_img_r . V_txt_p), attn_gram (sum_p a[r,p] G[p,q]): [a, b, R, P];
-        value_norm |V_img_r|: [a|1, b|1, R].
-        """
-        numerator = (attn * dots).sum(-1)  # [a, b, r] V_img_r . c_r
-        context_sq = (attn_gram * attn).sum(-1)  # [a, b, r] |c_r|^2
-        context_norm = context_sq.clamp_min(EPS * EPS).sqrt()  # |c_r|; clamp: Gram rounding, empty captions
-        return (numerator / (value_norm * context_norm + EPS)).mean(-1)
+    def _score_dense(self, text: _TextSide, gather: _TokenGather, union: Tensor) -> Tensor:
+        """S [t, U] of a chunk's captions against every image of `union` (gallery indices), in blocks."""
+        num_texts, num_phrases = text.key.shape[:2]
+        max_elements = self._budget(union.device)[1]
+        image_block = max(1, max_elements // (num_texts * num_phrases * gather.num_tokens))
+        blocks = range(0, union.numel(), image_block)
+        return torch.cat([self._block(text, *gather(union[u : u + image_block])) for u in blocks], dim=1)
 
     # convenience entry points on unprojected tokens
 
@@ -196,7 +422,7 @@ class AsymmetricCrossAttention(nn.Module):
         phrase_mask: Tensor,
         candidates: Tensor,
         text_chunk: int = 128,
-        dense_ratio: float = 8.0,
+        dense_ratio: float = 4.0,
     ) -> Tensor:
         """S for each caption's candidate images (e.g. its global top-k): candidates [T, k] long -> [T, k]."""
         return self.score_candidates(

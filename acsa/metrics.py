@@ -1,9 +1,12 @@
 """Text -> image retrieval metrics (method.md §5; IRRA's `rank` is the reference protocol).
 
 Every query is a caption, the gallery every test image once; a match is a gallery image of the query's
-identity. Per query the gallery is sorted by similarity, descending; ties keep gallery order (stable sort),
-so results are deterministic. Queries are processed in chunks: memory beyond the similarity matrix itself is
-O(chunk x G), whatever the number of queries.
+identity. Per query the gallery is ordered by similarity, descending; ties keep gallery order (as a stable
+sort would), so results are deterministic. `rank_metrics` needs only the ranks of the matches, counted
+without sorting (two passes over each row per match instead of a sort: about 2x faster at CUHK-PEDES
+size, where it runs once per fusion weight); `per_query_ranks` sorts, for the top indices. Queries are
+processed in chunks: memory beyond the similarity matrix itself is O(chunk x G), whatever the number of
+queries.
 """
 
 from __future__ import annotations
@@ -15,26 +18,70 @@ import torch
 from torch import Tensor
 
 
-def _ranked_matches(
-    similarity: Tensor, query_ids: Tensor, gallery_ids: Tensor, chunk_size: int
-) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """Yield (first query, order [q, G] gallery indices best first, matches [q, G] bool in that order)."""
+def _check_shapes(similarity: Tensor, query_ids, gallery_ids) -> None:
     if similarity.dim() != 2 or similarity.shape != (len(query_ids), len(gallery_ids)):
         raise ValueError(
             f"similarity of shape {tuple(similarity.shape)} does not match "
             f"{len(query_ids)} queries x {len(gallery_ids)} gallery images"
         )
+
+
+def _check_every_query_matches(matches: Tensor, start: int, query_ids: Tensor) -> None:
+    missing = (~matches.any(dim=1)).nonzero()
+    if len(missing):
+        query = start + int(missing[0, 0])
+        raise ValueError(f"query {query} (identity {int(query_ids[query])}) has no match in the gallery")
+
+
+def _ranked_matches(
+    similarity: Tensor, query_ids: Tensor, gallery_ids: Tensor, chunk_size: int
+) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Yield (first query, order [q, G] gallery indices best first, matches [q, G] bool in that order)."""
+    _check_shapes(similarity, query_ids, gallery_ids)
     query_ids = torch.as_tensor(query_ids, device=similarity.device)
     gallery_ids = torch.as_tensor(gallery_ids, device=similarity.device)
     for start in range(0, similarity.shape[0], chunk_size):
         block = similarity[start : start + chunk_size]
         order = torch.sort(block, dim=1, descending=True, stable=True).indices  # [q, G]
         matches = gallery_ids[order] == query_ids[start : start + chunk_size, None]  # [q, G]
-        missing = (~matches.any(dim=1)).nonzero()
-        if len(missing):
-            query = start + int(missing[0, 0])
-            raise ValueError(f"query {query} (identity {int(query_ids[query])}) has no match in the gallery")
+        _check_every_query_matches(matches, start, query_ids)
         yield start, order, matches
+
+
+_COUNTED_MATCHES = 16  # up to this many matches per query, count ranks; beyond, a sort is cheaper
+
+
+def _match_ranks(block: Tensor, matches: Tensor) -> Tensor:
+    """1-based ranks [q, M] of each query's matches in the stable descending order, ascending (padding:
+    +inf). block: similarities [q, G]; matches: [q, G] bool; M = the most matches of a query.
+
+    With few matches per query (CUHK-PEDES: ~3) the gallery is not sorted: the rank of match j (score s_j,
+    gallery index g_j) is 1 + #{g: s_g > s_j} + #{g < g_j: s_g = s_j}, two comparison passes over [q, G]
+    per match (the tie term only where another image has exactly s_j). With many, each row is sorted.
+    """
+    num_columns = block.shape[1]
+    most = int(matches.sum(dim=1).max())
+    gallery = torch.arange(num_columns, device=block.device)
+    if most > _COUNTED_MATCHES:
+        order = torch.sort(block, dim=1, descending=True, stable=True).indices
+        in_order = matches.gather(1, order)  # [q, G]
+        ranks = torch.where(in_order, gallery + 1, num_columns + 1).topk(most, dim=1, largest=False).values
+        return torch.where(ranks <= num_columns, ranks.double(), float("inf"))
+    # the first `most` match positions of each row, in gallery order (padding: masked below)
+    position = torch.where(matches, gallery, num_columns).topk(most, dim=1, largest=False).values
+    real = position < num_columns  # [q, M]
+    position = position.clamp(max=num_columns - 1)
+    score = block.gather(1, position)  # [q, M]
+    above = torch.stack([(block > score[:, j, None]).sum(dim=1) for j in range(most)], dim=1)  # [q, M]
+    at_least = torch.stack([(block >= score[:, j, None]).sum(dim=1) for j in range(most)], dim=1)
+    ranks = (above + 1).double()
+    tied = (at_least > above + 1) & real  # another gallery image has exactly this score: rarely
+    for j in range(most):  # stable order: equal scores at lower gallery indices go first
+        rows = tied[:, j].nonzero()[:, 0]
+        if len(rows):
+            same = (block[rows] == score[rows, j, None]) & (gallery < position[rows, j, None])
+            ranks[rows, j] += same.sum(dim=1).double()
+    return torch.where(real, ranks, float("inf")).sort(dim=1).values
 
 
 def rank_metrics(
@@ -47,21 +94,29 @@ def rank_metrics(
     """R@K for each K, mAP and mINP in percent from similarity [Q, G] (higher = more similar).
 
     R@K: share of queries with a match in the top K. AP: mean over a query's matches of the precision at the
-    rank of each match. INP: number of matches / rank of the last match.
+    rank of each match. INP: number of matches / rank of the last match. Computed from the ranks of the
+    matches alone (see `_match_ranks`), equal to sorting each row stably.
     """
     if similarity.shape[0] == 0:
         raise ValueError("rank_metrics: no queries")
+    _check_shapes(similarity, query_ids, gallery_ids)
+    query_ids = torch.as_tensor(query_ids, device=similarity.device)
+    gallery_ids = torch.as_tensor(gallery_ids, device=similarity.device)
     hits = {k: 0.0 for k in ks}
     ap_sum = inp_sum = 0.0
-    for _, _, matches in _ranked_matches(similarity, query_ids, gallery_ids, chunk_size):
-        matches = matches.double()  # [q, G]
-        ranks = torch.arange(1, matches.shape[1] + 1, device=matches.device, dtype=matches.dtype)
-        found = matches.cumsum(dim=1)  # [q, G] matches within the top n
-        num_matches = found[:, -1]
+    for start in range(0, similarity.shape[0], chunk_size):
+        block = similarity[start : start + chunk_size]
+        matches = gallery_ids[None, :] == query_ids[start : start + chunk_size, None]  # [q, G]
+        _check_every_query_matches(matches, start, query_ids)
+        ranks = _match_ranks(block, matches)  # [q, M] ascending, +inf padding
+        real = torch.isfinite(ranks)
+        num_matches = real.sum(dim=1).double()
         for k in ks:
-            hits[k] += float((found[:, min(k, matches.shape[1]) - 1] > 0).sum())
-        ap_sum += float(((found / ranks) * matches).sum(dim=1).div(num_matches).sum())
-        last_rank = (matches * ranks).amax(dim=1)
+            hits[k] += float((ranks[:, 0] <= k).sum())
+        order = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=ranks.dtype)  # i-th match
+        precision = torch.where(real, order / ranks, 0.0)
+        ap_sum += float((precision.sum(dim=1) / num_matches).sum())
+        last_rank = torch.where(real, ranks, 0.0).amax(dim=1)
         inp_sum += float((num_matches / last_rank).sum())
     num_queries = similarity.shape[0]
     metrics = {f"R{k}": 100.0 * hits[k] / num_queries for k in ks}

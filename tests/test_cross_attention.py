@@ -127,3 +127,43 @@ def test_gradients_flow_to_every_projection_and_input():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
     assert image_tokens.grad.abs().sum() > 0 and phrase_tokens.grad.abs().sum() > 0
+
+
+def test_gradients_equal_the_reference_gradients():
+    image_tokens, phrase_tokens, phrase_mask = make_inputs()
+    grads = []
+    for batched in (True, False):
+        module = make_module()
+        images = image_tokens.clone().requires_grad_()
+        phrases = phrase_tokens.clone().requires_grad_()
+        if batched:
+            scores = module.pairwise_local_similarity(
+                images, phrases, phrase_mask, text_chunk=3, image_chunk=2
+            )
+        else:
+            scores = torch.stack(
+                [
+                    torch.stack([reference_score(module, img, txt, m) for img in images])
+                    for txt, m in zip(phrases, phrase_mask, strict=True)
+                ]
+            )
+        weights = torch.linspace(-1.0, 2.0, scores.numel(), dtype=scores.dtype).view_as(scores)
+        (scores * weights).sum().backward()
+        grads.append([images.grad, phrases.grad] + [p.grad for p in module.parameters()])
+    for got, expected in zip(*grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_caption_without_phrases_has_finite_gradients_in_float32():
+    """0 * inf in the backward pass of the cosine's normaliser would turn every gradient into NaN."""
+    module = make_module().float()
+    image_tokens, phrase_tokens, phrase_mask = make_inputs()
+    phrase_mask[1] = False
+    image_tokens = image_tokens.float().requires_grad_()
+    phrase_tokens = phrase_tokens.float().requires_grad_()
+    scores = module.pairwise_local_similarity(image_tokens, phrase_tokens, phrase_mask)
+    assert torch.all(scores[1] == 0)
+    scores.sum().backward()
+    assert torch.isfinite(image_tokens.grad).all() and torch.isfinite(phrase_tokens.grad).all()
+    for name, param in module.named_parameters():
+        assert torch.isfinite(param.grad).all(), name
