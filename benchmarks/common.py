@@ -1,0 +1,260 @@
+"""Shared helpers of the benchmarks: machine description, reference rates, peak memory, workers, output.
+
+Timings on shared cores drift with other jobs' load, so every benchmark records the load average and
+measures its reference rates (an fp32 matrix product, a scattered-row copy) in the same process, right
+before and after the code it times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def cross_attention_module(implementation: str = "current"):
+    """The module defining AsymmetricCrossAttention: `current` (acsa.cross_attention) or the path of a file
+    defining it, e.g. an older version: `git show 26dfcfe:acsa/cross_attention.py > /tmp/before.py`."""
+    if implementation == "current":
+        return importlib.import_module("acsa.cross_attention")
+    path = Path(implementation)
+    if not path.is_file():
+        raise SystemExit(f"--implementation: {implementation!r} is neither 'current' nor a file")
+    spec = importlib.util.spec_from_file_location(f"cross_attention_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+IMPLEMENTATION_HELP = "of the cross-attention: current (acsa/) or a file defining AsymmetricCrossAttention"
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures depend on: CPU, cores, threads, torch, GPU if any, load average now."""
+    info = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "env": {
+            k: os.environ[k]
+            for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            if k in os.environ
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def setup_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
+def matmul_rate(size: int = 2048, repeats: int = 3, device: str = "cpu", threads: int | None = None) -> float:
+    """FLOP/s of the best of `repeats` fp32 [size, size] @ [size, size] products (a warm-up first), with
+    `threads` torch threads (None: as set)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        best = float("inf")
+        for _ in range(repeats + 1):
+            _sync(device)
+            start = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return 2.0 * size**3 / best
+
+
+def core_rate(size: int = 2048, repeats: int = 5) -> float:
+    """fp32 matmul FLOP/s of one core (one thread, best of `repeats`): the arithmetic limit of n cores is
+    n times this. One thread is not slowed by a busy partner core, so the best run is a stable figure."""
+    return matmul_rate(size, repeats, threads=1)
+
+
+def gather_rate(
+    rows: int = 21_518, dim: int = 768, picks: int = 896, repeats: int = 20, trials: int = 5, workers: int = 1
+) -> float:
+    """Bytes/s of copying `picks` random rows of a [rows, dim] fp32 table into a reused buffer (the
+    re-rank's per-caption copy of its candidates' image tokens: 128 x 7 rows of d floats), by `workers`
+    threads at once, each copying with one torch thread (as the re-rank does); best of `trials`."""
+    table = torch.randn(rows, dim)
+    generator = torch.Generator().manual_seed(0)
+    index = [torch.randint(0, rows, (picks,), generator=generator) for _ in range(repeats)]
+
+    def copy(_: int) -> None:
+        torch.set_num_threads(1)  # this thread only
+        out = torch.empty(picks, dim)
+        for i in index:
+            torch.index_select(table, 0, i, out=out)
+
+    best = float("inf")
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(copy, range(workers)))  # warm-up
+        for _ in range(trials):
+            start = time.perf_counter()
+            list(pool.map(copy, range(workers)))
+            best = min(best, time.perf_counter() - start)
+    return workers * repeats * picks * dim * 4 / best
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far, all threads (user + system)."""
+    return time.process_time()
+
+
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@contextmanager
+def peak_memory(interval: float = 0.005) -> Iterator[dict[str, float]]:
+    """Peak resident memory above the level at entry, in MB: the larger of a sampling thread's maximum
+    and the process peak (getrusage ru_maxrss), which catches spikes between samples when this block sets
+    a new high for the process. Keys: baseline_mb, peak_mb (delta), filled in on exit."""
+    result: dict[str, float] = {}
+    baseline = rss_bytes()
+    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+    peak = [baseline]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(interval):
+            peak[0] = max(peak[0], rss_bytes())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        top = max(peak[0], rss_bytes(), maxrss if maxrss > maxrss_before else 0)
+        result["baseline_mb"] = baseline / 2**20
+        result["peak_mb"] = (top - baseline) / 2**20
+
+
+def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[Any, float]:
+    _sync(device)
+    start = time.perf_counter()
+    value = fn()
+    _sync(device)
+    return value, time.perf_counter() - start
+
+
+def run_worker(
+    module: str,
+    args: Sequence[str],
+    in_process: bool = False,
+    env: dict[str, str] | None = None,
+    retries: int = 2,
+) -> dict[str, Any]:
+    """Run `python -m module --worker-result FILE args...` in a fresh process (so that its peak memory is
+    its own), with `env` added to the environment, and return the JSON it wrote to FILE; `in_process` calls
+    the module's main here instead (for tests: memory figures are then not the worker's own). A worker
+    killed by a signal (on shared machines, other people's jobs have been seen to do that) is rerun."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "result.json"
+        if in_process:
+            importlib.import_module(module).main(["--worker-result", str(result), *args])
+            return json.loads(result.read_text())
+        env = {**os.environ, **(env or {})}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        cmd = [sys.executable, "-m", module, "--worker-result", str(result), *args]
+        for attempt in range(retries + 1):
+            done = subprocess.run(cmd, cwd=REPO, env=env)
+            if done.returncode >= 0 or attempt == retries:  # an exit code, or out of retries
+                break
+            log.warning("%s died of signal %d: rerunning it", module, -done.returncode)
+        done.check_returncode()
+        return json.loads(result.read_text())
+
+
+def add_worker_options(p) -> None:
+    """The options of a benchmark whose modes run as workers (run_worker)."""
+    p.add_argument("--in-process", action="store_true", help="run the workers in this process (tests)")
+    p.add_argument("--worker-result", help=argparse.SUPPRESS)
+
+
+def benchmark_main(args, worker: Callable, run: Callable, columns: Sequence[str] | None = None) -> dict:
+    """A worker writes its result and returns; the parent runs everything, prints the table, writes JSON."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.worker_result:
+        write_json(args.worker_result, worker(args))
+        return {}
+    summary = run(args)
+    print(format_table(summary["rows"], list(columns or summary["rows"][0])))
+    print(f"machine: {summary['machine_at_start']}; load at end {summary['machine_at_end']['load_average']}")
+    print(f"written {write_json(args.out, summary)}")
+    return summary
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
+    return path
+
+
+def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    """A GitHub-markdown table of `columns` from `rows` (floats shown with 3 significant digits)."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.0f}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)

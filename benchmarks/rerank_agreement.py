@@ -1,0 +1,109 @@
+"""Exact vs global top-k re-rank on a trained model and its prepared benchmark (the pipeline's own data).
+
+    python -m benchmarks.rerank_agreement [--root .] [--ks 32 64 128] [--out FILE]
+
+Needs a finished `dvc repro` under ROOT: ROOT/models/main, ROOT/data/prepared, ROOT/data/text_features
+(benchmarks/repro_time.py --keep leaves one in its scratch folder). Gallery and queries are encoded once
+per split; the fusion weight is chosen on the validation split with the exact scores (as the evaluate stage
+chooses it, never on test); then the test split is scored exactly and with each k, and the fused R@1/5/10,
+mAP and mINP compared. Times are of the local scoring alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from acsa.data.dataset import load_prepared
+from acsa.engine import image_table
+from acsa.evaluate import load_model
+from acsa.metrics import rank_metrics
+from acsa.retrieval import choose_fusion_weight, encode_images, encode_queries, score
+from acsa.runtime import set_threads
+from acsa.text_sources import text_source_for
+from benchmarks.common import (
+    IMPLEMENTATION_HELP,
+    RESULTS,
+    cross_attention_module,
+    format_table,
+    machine_info,
+    write_json,
+)
+
+
+def encoded_split(model, params, prepared_dir: Path, features: Path, name: str):
+    prepared = load_prepared(prepared_dir)
+    split = prepared.split(name)
+    images = image_table(prepared, split, "image_paths", params)
+    source = text_source_for(params.text.finetune, prepared_dir, features, split, name)
+    device = torch.device("cpu")
+    image_feats = encode_images(model, images, params.evaluate.batch_size, device)
+    text_feats = encode_queries(model, source, params.evaluate.batch_size, device)
+    return image_feats, text_feats, torch.tensor(split["caption_ids"]), torch.tensor(split["image_ids"])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", type=Path, default=Path("."))
+    p.add_argument("--ks", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--implementation", default="current", help=IMPLEMENTATION_HELP)
+    p.add_argument("--out", type=Path, default=RESULTS / "rerank_agreement.json")
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    root = args.root
+    model, params = load_model(root / "models" / "main")
+    if args.implementation != "current":  # same weights, another version's scoring code
+        current = model.cross_attention
+        swapped = cross_attention_module(args.implementation).AsymmetricCrossAttention(
+            current.query.in_features, current.attention_scale, current.leaky_slope, current.mask_padding
+        )
+        swapped.load_state_dict(current.state_dict())
+        model.cross_attention = swapped.eval()
+    prepared, features = root / "data" / "prepared", root / "data" / "text_features" / "features.safetensors"
+    chunk = params.evaluate.chunk_size
+    with torch.no_grad():
+        val = encoded_split(model, params, prepared, features, "val")
+        val_scores = score(model, val[1], val[0], "exact", 0, chunk)
+        weight, _ = choose_fusion_weight(val_scores, val[2], val[3], params.evaluate.fusion_weights)
+        image_feats, text_feats, query_ids, gallery_ids = encoded_split(
+            model, params, prepared, features, "test"
+        )
+        rows = []
+        for mode, k in [("exact", None), *[("rerank", k) for k in args.ks]]:
+            start = time.perf_counter()
+            scores = score(model, text_feats, image_feats, mode, k or 0, chunk)
+            seconds = time.perf_counter() - start
+            metrics = rank_metrics(scores.fused(weight), query_ids, gallery_ids)
+            rows.append(
+                {"mode": mode if k is None else f"top-{k}", "seconds (incl. global)": seconds, **metrics}
+            )
+    exact = rows[0]
+    for row in rows[1:]:
+        row["R@1/5/10 = exact"] = all(row[key] == exact[key] for key in ("R1", "R5", "R10"))
+    summary = {
+        "benchmark": "rerank_agreement",
+        "command": f"python -m benchmarks.rerank_agreement --root {root} --ks {' '.join(map(str, args.ks))}"
+        f" --implementation {args.implementation}",
+        "implementation": args.implementation,
+        "model": str(root / "models" / "main"),
+        "dataset": load_prepared(prepared).dataset,
+        "test_queries": int(query_ids.numel()),
+        "test_gallery": int(gallery_ids.numel()),
+        "fusion_weight": weight,
+        "config": dataclasses.asdict(params.evaluate),
+        "machine": machine_info(),
+        "rows": rows,
+    }
+    print(format_table(rows, list(rows[1])))
+    print(f"written {write_json(args.out, summary)}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""The benchmarks at tiny sizes: they run, and what they compare agrees (exact = per-caption loop, re-rank =
+exact at the candidates, chunked top-k = full top-k) with acsa's cross-attention and metrics, also when
+the cross-attention comes from a file (--implementation); gpu_check --tiny runs on the CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+
+from acsa import metrics as acsa_metrics
+from acsa.cross_attention import minhash_order
+from acsa.metrics import rank_metrics
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository
+from benchmarks import gpu_check, local_similarity, repro_time, scaling, train_speed  # noqa: E402
+from benchmarks.common import REPO, format_table, peak_memory  # noqa: E402
+from benchmarks.problems import make_problem, tied_cross_attention  # noqa: E402
+
+TINY = {"num_images": 40, "num_captions": 60, "num_ids": 12, "tokens": 7, "phrases": 5, "dim": 16}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    problem = make_problem(**TINY)
+    module = tied_cross_attention(TINY["dim"])
+    with torch.no_grad():
+        images = module.project_images(problem.image_tokens)
+        phrases = module.project_phrases(problem.phrase_tokens, problem.phrase_mask)
+    return problem, module, images, phrases
+
+
+def test_problem_is_deterministic_and_structured():
+    a, b = make_problem(**TINY), make_problem(**TINY)
+    assert torch.equal(a.image_tokens, b.image_tokens) and torch.equal(a.phrase_mask, b.phrase_mask)
+    assert a.sizes == {"captions": 60, "images": 40, "ids": 12, "tokens": 7, "phrases": 5, "dim": 16}
+    assert torch.allclose(a.image_tokens[:, 0], a.image_tokens[:, 1:].mean(dim=1), atol=1e-6)  # mean token
+    assert torch.all(a.phrase_tokens[~a.phrase_mask] == 0) and a.phrase_mask[:, :3].all()
+    # global features carry identity: R@10 far above chance (10/40 images)
+    similarity = F.normalize(a.text_global, dim=-1) @ F.normalize(a.image_global, dim=-1).T
+    assert rank_metrics(similarity, a.caption_ids, a.image_ids)["R10"] > 50
+
+
+def test_exact_equals_per_caption_loop(tiny):
+    _, module, images, phrases = tiny
+    with torch.no_grad():
+        exact = module.score_pairwise(images, phrases, text_chunk=7, image_chunk=9)
+        loop = local_similarity.loop_scores(module, images, phrases, range(exact.shape[0]))
+    torch.testing.assert_close(exact, loop, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dense_ratio", [0.0, 1.0, float("inf")])  # gather | mixed | dense union
+def test_rerank_equals_exact_at_candidates(tiny, dense_ratio):
+    _, module, images, phrases = tiny
+    generator = torch.Generator().manual_seed(0)
+    candidates = torch.randint(0, 40, (60, 6), generator=generator)  # duplicates included
+    with torch.no_grad():
+        exact = module.score_pairwise(images, phrases)
+        rerank = module.score_candidates(images, phrases, candidates, text_chunk=8, dense_ratio=dense_ratio)
+    torch.testing.assert_close(rerank, exact.gather(1, candidates), rtol=1e-5, atol=1e-6)
+
+
+def test_rerank_with_gradients_matches(tiny):
+    problem, module, _, _ = tiny
+    image_tokens = problem.image_tokens.clone().requires_grad_()
+    candidates = torch.randint(0, 40, (60, 5), generator=torch.Generator().manual_seed(1))
+    scores = module.rerank_local_similarity(
+        image_tokens, problem.phrase_tokens, problem.phrase_mask, candidates, dense_ratio=0.0
+    )
+    scores.sum().backward()
+    assert image_tokens.grad is not None and torch.isfinite(image_tokens.grad).all()
+    with torch.no_grad():
+        expected = module.pairwise_local_similarity(image_tokens, problem.phrase_tokens, problem.phrase_mask)
+    torch.testing.assert_close(scores.detach(), expected.gather(1, candidates), rtol=1e-5, atol=1e-6)
+
+
+def test_minhash_order_groups_equal_candidate_sets():
+    sets = torch.tensor([[1, 2, 3], [7, 8, 9], [3, 2, 1], [9, 8, 7], [1, 2, 3]])
+    order = minhash_order(sets)
+    assert sorted(order.tolist()) == list(range(5))
+    position = {int(row): i for i, row in enumerate(order)}
+    firsts = sorted(position[r] for r in (0, 2, 4))
+    assert firsts == list(range(firsts[0], firsts[0] + 3))  # the three equal sets are adjacent
+
+
+def test_local_similarity_benchmark_small(tmp_path):
+    out = tmp_path / "ls.json"
+    args = ["--captions=48", "--images=24", "--ids=8", "--dim=16", "--ks", "4", "8", "--loop-captions=12"]
+    implementation = tmp_path / "cross_attention_copy.py"  # another version, as a file
+    implementation.write_text((REPO / "acsa" / "cross_attention.py").read_text())
+    args += [f"--implementation={implementation}", "--threads=1", "--rate-size=256", "--in-process"]
+    summary = local_similarity.main([*args, f"--out={out}"])
+    assert json.loads(out.read_text())["benchmark"] == "local_similarity"
+    rows = {row["mode"]: row for row in summary["rows"]}
+    assert set(rows) == {"loop", "exact", "top-4", "top-8"}
+    assert rows["exact"]["max diff vs loop"] < 1e-5
+    for mode in ("top-4", "top-8"):
+        assert rows[mode]["max diff vs exact"] < 1e-5 and rows[mode]["max diff vs loop"] < 1e-5
+        assert rows[mode]["TFLOP"] > 0 and rows[mode]["limit s"] > 0
+    assert rows["exact"]["= loop (its captions)"]
+    assert summary["rank_metrics_s"]["seconds"] > 0
+    assert "| mode |" in format_table(summary["rows"], ["mode", "seconds"])
+
+
+def test_chunked_topk_and_recall_match_the_full_matrix():
+    generator = torch.Generator().manual_seed(0)
+    text = F.normalize(torch.randn(50, 8, generator=generator), dim=-1)
+    image = F.normalize(torch.randn(30, 8, generator=generator), dim=-1)
+    values, indices = scaling.chunked_topk(text, image, k=10, chunk_elements=70)  # 2 captions per block
+    full = (text @ image.T).topk(10, dim=1)
+    torch.testing.assert_close(values, full.values)
+    assert torch.equal(indices, full.indices)
+    gallery_ids = torch.arange(30) % 10
+    query_ids = torch.arange(50) % 10
+    recall = scaling.recall_from_topk(indices, query_ids, gallery_ids)
+    reference = rank_metrics(text @ image.T, query_ids, gallery_ids)
+    assert recall == pytest.approx({k: reference[k] for k in ("R1", "R5", "R10")})
+
+
+def test_scaling_benchmark_small(tmp_path):
+    args = [
+        "--images",
+        "60",
+        "120",
+        "--dim=16",
+        "--k=12",
+        "--timed-captions=100",
+        "--threads=1",
+        "--rate-size=256",
+    ]
+    summary = scaling.main([*args, "--in-process", f"--out={tmp_path / 's.json'}"])
+    first, second = summary["rows"]
+    assert (first["images"], second["images"]) == (60, 120) and second["timed captions"] == 100
+    assert second["features MB"] == pytest.approx(2 * first["features MB"], rel=0.05)  # linear
+    assert 0 <= first["R@1 re-ranked"] <= 100
+
+
+def test_train_speed_default_config_runs(tmp_path):
+    args = [
+        "--only",
+        "default-frozen",
+        "--variants",
+        "default",
+        "--batch=4",
+        "--warmup=1",
+        "--steps=1",
+        "--threads=1",
+    ]
+    summary = train_speed.main([*args, "--in-process", f"--out={tmp_path / 't.json'}"])
+    (row,) = summary["rows"]
+    assert row["batch"] == 4 and row["pairs/s"] > 0 and row["image"] == "128x64"
+
+
+def test_gpu_check_tiny_runs_on_cpu(tmp_path):
+    out = tmp_path / "gpu.json"
+    copy = tmp_path / "cross_attention_copy.py"  # a second version to compare, as a file
+    copy.write_text((REPO / "acsa" / "cross_attention.py").read_text())
+    summary = gpu_check.main(["--tiny", f"--out={out}", "--implementations", "current", str(copy)])
+    trials = summary["training"]["trials"]
+    assert trials[0]["status"] == "ok" and trials[0]["pairs_per_s"] > 0
+    assert {t["trial"] for t in trials} >= {"baseline (fp32, no workers)", "+ bf16", "+ workers"}
+    assert summary["training"]["projections"][0]["epoch min"] > 0
+    evaluation = summary["evaluation"]
+    assert evaluation["status"] == "ok" and len(evaluation["rows"]) == 2
+    for row in evaluation["rows"]:
+        assert row["max_abs_diff_rerank_vs_exact"] < 1e-5 and row["max_abs_diff_exact_vs_current"] < 1e-5
+    assert json.loads(out.read_text())["benchmark"] == "gpu_check"
+
+
+def test_repro_stage_order_follows_dependencies():
+    stages = {
+        "evaluate": {"cmd": "e", "deps": ["models/main", "data/prepared/splits.json"]},
+        "train": {"cmd": "t", "deps": ["data/prepared/splits.json"], "outs": ["models/main"]},
+        "prepare": {"cmd": "p", "outs": ["data/prepared/splits.json"]},
+    }
+    assert repro_time.stage_order(stages) == ["prepare", "train", "evaluate"]
+    real = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    order = repro_time.stage_order(real)
+    assert order.index("prepare") < order.index("train") < order.index("evaluate")
+    assert "dvc.yaml" in repro_time.repository_files(REPO)
+
+
+def test_repro_times_each_stage_of_a_dvc_pipeline(tmp_path):
+    dvc = Path(sys.executable).parent / "dvc"
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    allocate = "import time; block = bytearray(300 * 2**20); time.sleep(0.2)"  # 300 MB, touched
+    stages = {
+        "first": {"cmd": f'python -c "{allocate}" && echo 1 > a.txt', "outs": ["a.txt"]},
+        "second": {"cmd": "cat a.txt > b.txt", "deps": ["a.txt"], "outs": ["b.txt"]},
+    }
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (tmp_path / "logs").mkdir()
+    script = (  # a fresh process: its children's peak memory is this run's alone
+        "import json, resource, sys; from pathlib import Path; from benchmarks import repro_time; "
+        "rows, errors = repro_time.run_dvc(Path(sys.argv[1])); "
+        "print(json.dumps([rows, errors, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    rows, errors, peak_mb = json.loads(done.stdout.strip().splitlines()[-1])
+    assert errors == [] and [row["stage"] for row in rows] == ["first", "second"]
+    assert all(row["ok"] and row["seconds"] > 0 for row in rows)
+    assert (tmp_path / "b.txt").read_text() == "1\n"
+    assert 300 < peak_mb < 2000
+
+
+def test_peak_memory_sees_an_allocation():
+    with peak_memory() as memory:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MB, touched
+        del block
+    assert memory["peak_mb"] > 30
+
+
+@pytest.mark.parametrize("counted", [None, 16, 0])  # default | ranks counted without sorting | rows sorted
+def test_rank_metrics_equal_a_stable_sort(monkeypatch, counted):
+    metrics = acsa_metrics
+    if counted is not None:
+        monkeypatch.setattr(metrics, "_COUNTED_MATCHES", counted)
+    generator = torch.Generator().manual_seed(3)
+    for trial in range(6):
+        gallery_ids = torch.randint(0, 12, (70,), generator=generator)
+        query_ids = gallery_ids[torch.randint(0, 70, (45,), generator=generator)]
+        similarity = torch.randn(45, 70, generator=generator)
+        if trial % 2:  # coarse values: ties everywhere, broken by gallery order
+            similarity = torch.randint(0, 3, (45, 70), generator=generator).float()
+        got = metrics.rank_metrics(similarity, query_ids, gallery_ids, chunk_size=16)
+        order = torch.sort(similarity, dim=1, descending=True, stable=True).indices
+        hits = (gallery_ids[order] == query_ids[:, None]).double()
+        found = hits.cumsum(dim=1)
+        ranks = torch.arange(1, 71, dtype=torch.float64)
+        expected = {f"R{k}": 100 * float((found[:, k - 1] > 0).double().mean()) for k in (1, 5, 10)}
+        expected["mAP"] = 100 * float(((found / ranks) * hits).sum(1).div(found[:, -1]).mean())
+        expected["mINP"] = 100 * float((found[:, -1] / (hits * ranks).amax(dim=1)).mean())
+        assert got == pytest.approx(expected, abs=1e-9)
+
+
+def test_exact_equals_loop_with_a_large_attention_scale():
+    """Above _CONSTANT_SHIFT_LIMIT the softmax is shifted by each row's maximum, not by lambda."""
+    problem = make_problem(**TINY)
+    module = tied_cross_attention(TINY["dim"])
+    module.attention_scale = 80.0
+    with torch.no_grad():
+        images = module.project_images(problem.image_tokens)
+        phrases = module.project_phrases(problem.phrase_tokens, problem.phrase_mask)
+        exact = module.score_pairwise(images, phrases)
+        loop = local_similarity.loop_scores(module, images, phrases, range(exact.shape[0]))
+    torch.testing.assert_close(exact, loop, rtol=1e-5, atol=1e-6)
