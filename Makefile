@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# idle OpenMP threads sleep instead of spinning: on busy shared cores spinning threads made training 3-4x
+# slower (BENCHMARKS.md, training throughput); on idle cores it costs nothing
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: repro test lint setup
 setup: $(VENV)/.installed

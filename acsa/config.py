@@ -99,7 +99,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop early after this many optimizer steps
     batch_size: int = 48
     images_per_id: int = 2  # the identity sampler puts this many images of each identity in a batch
-    lr: float = 5.0e-4
+    lr: float = 1.0e-3
     backbone_lr: float | None = None  # None = lr
     weight_decay: float = 0.05
     schedule: str = "cosine"  # cosine | step
@@ -117,7 +117,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    local_mode: str = "rerank"  # exact | rerank
+    local_mode: str = "exact"  # exact | rerank (global top-k)
     rerank_k: int = 128
     fusion_weights: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0, 4.0])
     batch_size: int = 256

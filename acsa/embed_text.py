@@ -47,7 +47,8 @@ def encode_texts(
     for start in tqdm(range(0, len(ids), batch_size), desc=desc, leave=False):
         rows = order[start : start + batch_size]
         width = max(1, int(lengths[rows].max()))
-        batch = encoder(ids[rows, :width].long().to(device), mask[rows, :width].long().to(device)).float().cpu()
+        batch_ids, batch_mask = ids[rows, :width].long().to(device), mask[rows, :width].long().to(device)
+        batch = encoder(batch_ids, batch_mask).float().cpu()
         if features is None:
             features = torch.empty(len(ids), batch.shape[1])
         features[rows] = batch

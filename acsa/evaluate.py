@@ -8,8 +8,8 @@ Outputs: OUT (default reports/eval/main), written atomically:
   OUT/rankings.json      per test query: the top-10 gallery indices (fused and global) and the rank of the
                          first correct image, for the reports
 
-Protocol (IRRA): queries = every test caption, gallery = every test image once; a match is any gallery image of
-the query's identity.
+Protocol (IRRA): queries = every test caption, gallery = every test image once; a match is any gallery image
+of the query's identity.
 """
 
 from __future__ import annotations

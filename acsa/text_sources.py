@@ -14,7 +14,8 @@ from acsa.data.dataset import TextBank
 
 
 class FrozenTextSource:
-    """Pooled hidden states computed once by the embed_text stage (a frozen encoder costs nothing per epoch)."""
+    """Pooled hidden states computed once by the embed_text stage (a frozen encoder costs nothing per
+    epoch)."""
 
     def __init__(self, bank: TextBank) -> None:
         self.bank = bank

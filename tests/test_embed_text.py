@@ -10,7 +10,12 @@ from acsa.tokenize import load_tokenizer, tokenize
 
 def test_trimmed_batches_equal_full_width_and_keep_order():
     encoder = TextEncoder(TextConfig()).eval()
-    captions = ["a man in a red shirt", "a woman in a long blue coat, black boots and a bag", "hi", "grey shorts"]
+    captions = [
+        "a man in a red shirt",
+        "a woman in a long blue coat, black boots and a bag",
+        "hi",
+        "grey shorts",
+    ]
     tokens = tokenize(load_tokenizer("minilm"), captions, 32)
     ids, mask = torch.from_numpy(tokens["input_ids"]), torch.from_numpy(tokens["attention_mask"])
     trimmed = encode_texts(encoder, ids, mask, batch_size=3, desc="test")

@@ -44,6 +44,7 @@ def test_prepare_missing_annotation_file_is_one_line_error_and_no_output(tmp_pat
 
 
 def test_stage_rejects_unknown_parameter(tmp_path):
-    result = run_stage("acsa.train", "--params", str(REPO / "params.yaml"), "--set", "train.lrr=1", cwd=tmp_path)
+    params = str(REPO / "params.yaml")
+    result = run_stage("acsa.train", "--params", params, "--set", "train.lrr=1", cwd=tmp_path)
     assert result.returncode == 2
     assert "train.lrr: unknown key" in result.stderr
