@@ -80,7 +80,7 @@ def score_kinds(results: pd.DataFrame, metric: str = "R1") -> Figure:
 
 def fusion_curves(curves: pd.DataFrame, metric: str = "R1", colours: dict | None = None) -> Figure:
     """Validation metric against the fusion weight; the chosen weight is circled."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     if curves.empty:
         ax.text(0.5, 0.5, "no variant with a local branch", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
@@ -103,7 +103,7 @@ def fusion_curves(curves: pd.DataFrame, metric: str = "R1", colours: dict | None
     ax.minorticks_off()
     ax.set_xlabel("fusion weight w (S = global + w · local)")
     ax.set_ylabel(f"validation {NAMES[metric]} (%)")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # off the curves
     fig.tight_layout()
     return fig
 

@@ -70,8 +70,9 @@ figures.show(figures.metric_bars(results))
 # %% [markdown]
 # ## Global, local and fused scores of each model
 #
-# The local score re-ranks each query's global top-k (`evaluate.rerank_k`); the fused score adds it to the
-# global one with the weight chosen on validation.
+# The local score is the cross-attention score of every (caption, image) pair (`evaluate.local_mode: exact`,
+# the default) or of each query's global top-k only (`rerank`, k = `evaluate.rerank_k`); the fused score adds
+# it to the global one with the weight chosen on validation.
 
 # %%
 figures.show(figures.score_kinds(results, metric))
@@ -98,7 +99,10 @@ figures.show(figures.training_curves(curves, colours))
 # %% [markdown]
 # ## Every run
 #
-# Each variant's test metrics per score kind (`fusion_weight`: the weight chosen on validation).
+# Each variant's test metrics per score kind (`fusion_weight`: the weight chosen on validation; "-" for a
+# model without the local branch).
 
 # %%
-display(results.drop(columns=["group", "final"]).set_index(["variant", "kind"]))
+runs = results.drop(columns=["group", "final"])
+runs["fusion_weight"] = [("-" if pd.isna(w) else f"{w:g}") for w in runs["fusion_weight"]]
+display(runs.set_index(["variant", "kind"]))
