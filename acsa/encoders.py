@@ -1,6 +1,6 @@
 """Image and text encoders: multi-scale image tokens (method.md §1) and pooled text states.
 
-Axis legend (einops names used below):
+Axis legend (names used in the comments below):
     b  batch          c  channels of a backbone feature map    h, w  feature-map rows and columns
     d  embed_dim      k  body regions (head, upper, lower, feet)
     r  image tokens   n  texts (captions or phrases)            l  word-piece tokens    e  text hidden size
@@ -17,7 +17,6 @@ from typing import Any
 import timm
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from acsa.config import ImageConfig, TextConfig
@@ -199,7 +198,7 @@ class ImageEncoder(nn.Module):
         """Backbone stages as NCHW maps [b, c, h, w]."""
         maps = self.backbone(images)
         if self.channels_last:
-            maps = [rearrange(m, "b h w c -> b c h w") for m in maps]
+            maps = [m.permute(0, 3, 1, 2) for m in maps]  # b h w c -> b c h w
         return maps
 
     def regions(self, last_map: Tensor, pooled: Tensor) -> Tensor:
@@ -215,7 +214,7 @@ class ImageEncoder(nn.Module):
     def windows(self, stage_map: Tensor) -> Tensor:
         """[b, rows*cols, d] tokens of the window stage pooled on the window grid (row-major)."""
         pooled = F.adaptive_avg_pool2d(stage_map, self.window_grid)
-        return self.window_head(rearrange(pooled, "b c h w -> b (h w) c"))
+        return self.window_head(pooled.flatten(2).transpose(1, 2))  # b c h w -> b (h w) c
 
     def forward(self, images: Tensor) -> ImageFeatures:
         maps = self.feature_maps(images)

