@@ -89,9 +89,8 @@ def attention_maps(model, image_tokens, phrase_tokens, phrase_mask, images: torc
     """a [R, P] of each query q over gallery image images[q]: [Q, R, P] (one small product per pair)."""
     attend = model.cross_attention.attention_weights
     threads = torch.get_num_threads()
-    torch.set_num_threads(
-        1
-    )  # tiny products: more threads only add synchronisation (10x slower on 2 busy cores)
+    # tiny products: more threads only add synchronisation (10x slower on 2 busy cores)
+    torch.set_num_threads(1)
     try:
         return torch.stack(
             [

@@ -33,19 +33,27 @@ def _check_every_query_matches(matches: Tensor, start: int, query_ids: Tensor) -
         raise ValueError(f"query {query} (identity {int(query_ids[query])}) has no match in the gallery")
 
 
-def _ranked_matches(
-    similarity: Tensor, query_ids: Tensor, gallery_ids: Tensor, chunk_size: int
+def _query_chunks(
+    similarity: Tensor, query_ids, gallery_ids, chunk_size: int
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """Yield (first query, order [q, G] gallery indices best first, matches [q, G] bool in that order)."""
+    """Yield (first query, block [q, G] of similarities, matches [q, G] bool in gallery order), after checking
+    the shapes and that every query has a match."""
     _check_shapes(similarity, query_ids, gallery_ids)
     query_ids = torch.as_tensor(query_ids, device=similarity.device)
     gallery_ids = torch.as_tensor(gallery_ids, device=similarity.device)
     for start in range(0, similarity.shape[0], chunk_size):
-        block = similarity[start : start + chunk_size]
-        order = torch.sort(block, dim=1, descending=True, stable=True).indices  # [q, G]
-        matches = gallery_ids[order] == query_ids[start : start + chunk_size, None]  # [q, G]
+        matches = gallery_ids[None, :] == query_ids[start : start + chunk_size, None]  # [q, G]
         _check_every_query_matches(matches, start, query_ids)
-        yield start, order, matches
+        yield start, similarity[start : start + chunk_size], matches
+
+
+def _ranked_matches(
+    similarity: Tensor, query_ids: Tensor, gallery_ids: Tensor, chunk_size: int
+) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Yield (first query, order [q, G] gallery indices best first, matches [q, G] bool in that order)."""
+    for start, block, matches in _query_chunks(similarity, query_ids, gallery_ids, chunk_size):
+        order = torch.sort(block, dim=1, descending=True, stable=True).indices  # [q, G]
+        yield start, order, matches.gather(1, order)
 
 
 _COUNTED_MATCHES = 16  # up to this many matches per query, count ranks; beyond, a sort is cheaper
@@ -99,15 +107,9 @@ def rank_metrics(
     """
     if similarity.shape[0] == 0:
         raise ValueError("rank_metrics: no queries")
-    _check_shapes(similarity, query_ids, gallery_ids)
-    query_ids = torch.as_tensor(query_ids, device=similarity.device)
-    gallery_ids = torch.as_tensor(gallery_ids, device=similarity.device)
     hits = {k: 0.0 for k in ks}
     ap_sum = inp_sum = 0.0
-    for start in range(0, similarity.shape[0], chunk_size):
-        block = similarity[start : start + chunk_size]
-        matches = gallery_ids[None, :] == query_ids[start : start + chunk_size, None]  # [q, G]
-        _check_every_query_matches(matches, start, query_ids)
+    for _, block, matches in _query_chunks(similarity, query_ids, gallery_ids, chunk_size):
         ranks = _match_ranks(block, matches)  # [q, M] ascending, +inf padding
         real = torch.isfinite(ranks)
         num_matches = real.sum(dim=1).double()

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from acsa import io as acsa_io
+
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -83,12 +85,6 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def setup_threads(threads: int) -> None:
-    if threads > 0:
-        torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
-
-
 def matmul_rate(size: int = 2048, repeats: int = 3, device: str = "cpu", threads: int | None = None) -> float:
     """FLOP/s of the best of `repeats` fp32 [size, size] @ [size, size] products (a warm-up first), with
     `threads` torch threads (None: as set)."""
@@ -100,10 +96,10 @@ def matmul_rate(size: int = 2048, repeats: int = 3, device: str = "cpu", threads
     try:
         best = float("inf")
         for _ in range(repeats + 1):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             a @ b
-            _sync(device)
+            sync(device)
             best = min(best, time.perf_counter() - start)
     finally:
         torch.set_num_threads(before)
@@ -147,7 +143,8 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
-def _sync(device: str) -> None:
+def sync(device: str | torch.device) -> None:
+    """Wait for the device's queued work (a no-op on the CPU), so that timings cover it."""
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
 
@@ -185,11 +182,12 @@ def peak_memory(interval: float = 0.005) -> Iterator[dict[str, float]]:
         result["peak_mb"] = (top - baseline) / 2**20
 
 
-def timed(fn: Callable[[], Any], device: str = "cpu") -> tuple[Any, float]:
-    _sync(device)
+def timed(fn: Callable[[], Any], device: str | torch.device = "cpu") -> tuple[Any, float]:
+    """(fn(), seconds), synchronising the device around the call."""
+    sync(device)
     start = time.perf_counter()
     value = fn()
-    _sync(device)
+    sync(device)
     return value, time.perf_counter() - start
 
 
@@ -241,10 +239,9 @@ def benchmark_main(args, worker: Callable, run: Callable, columns: Sequence[str]
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, sort_keys=False) + "\n")
-    return path
+    """acsa.io.write_json (atomic: no half-written result), returning the path for the "written" line."""
+    acsa_io.write_json(Path(path), payload, indent=1)
+    return Path(path)
 
 
 def format_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:

@@ -49,6 +49,8 @@ from benchmarks.common import (  # noqa: E402
     format_table,
     machine_info,
     matmul_rate,
+    sync,
+    timed,
     write_json,
 )
 from benchmarks.problems import CUHK_TEST, make_problem, tied_cross_attention  # noqa: E402
@@ -116,11 +118,6 @@ class PairBatches(Sampler[list[int]]):
 
     def __len__(self) -> int:
         return 1 << 30
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def measure_training(
@@ -307,29 +304,20 @@ def training_part(args, device: torch.device, budget: Budget) -> dict[str, Any]:
     return {"trials": trials, "best_options": best_options, "projections": projections}
 
 
-def timed_call(device: torch.device, fn, *args):
-    """(fn(*args), seconds), synchronising the device around the call."""
-    sync(device)
-    start = time.perf_counter()
-    value = fn(*args)
-    sync(device)
-    return value, time.perf_counter() - start
-
-
 def score_implementation(implementation: str, dim: int, inputs: dict[str, Any], device: torch.device):
     """Exact scores, re-rank scores at inputs["candidates"] and timings of one cross-attention version."""
     module = tied_cross_attention(dim, implementation=implementation).to(device)
     row: dict[str, Any] = {"implementation": implementation}
-    images, row["project_images_s"] = timed_call(device, module.project_images, inputs["image_tokens"])
-    phrases, row["project_phrases_s"] = timed_call(
-        device, module.project_phrases, inputs["phrase_tokens"], inputs["mask"]
+    images, row["project_images_s"] = timed(lambda: module.project_images(inputs["image_tokens"]), device)
+    phrases, row["project_phrases_s"] = timed(
+        lambda: module.project_phrases(inputs["phrase_tokens"], inputs["mask"]), device
     )
     module.score_pairwise(images[:8], phrases[:8])  # warm-up (kernels, allocator)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    exact, row["exact_s"] = timed_call(device, module.score_pairwise, images, phrases)
-    local, row["rerank_s"] = timed_call(
-        device, module.score_candidates, images, phrases, inputs["candidates"]
+    exact, row["exact_s"] = timed(lambda: module.score_pairwise(images, phrases), device)
+    local, row["rerank_s"] = timed(
+        lambda: module.score_candidates(images, phrases, inputs["candidates"]), device
     )
     if device.type == "cuda":
         row["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from acsa.cross_attention import EPS, AsymmetricCrossAttention, ProjectedImages, ProjectedPhrases
 from acsa.metrics import rank_metrics
 from acsa.retrieval import Scores
+from acsa.runtime import set_threads
 from benchmarks.common import (
     IMPLEMENTATION_HELP,
     RESULTS,
@@ -57,7 +58,6 @@ from benchmarks.common import (
     matmul_rate,
     peak_memory,
     run_worker,
-    setup_threads,
     timed,
 )
 from benchmarks.problems import CUHK_TEST, make_problem, tied_cross_attention
@@ -97,7 +97,7 @@ def time_rank_metrics(similarity: torch.Tensor, query_ids, gallery_ids) -> dict[
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
     """One mode, in its own process: time, peak memory, reference rates, metrics, check arrays."""
-    setup_threads(args.threads)
+    set_threads(args.threads)
     problem = make_problem(
         args.images,
         args.captions,

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import IMPLEMENTATION_HELP, cross_attention_module, machine_info, setup_threads
+from acsa.runtime import set_threads
+from benchmarks.common import IMPLEMENTATION_HELP, cross_attention_module, machine_info
 from benchmarks.problems import make_problem, tied_cross_attention
 
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=15, help="operators shown")
     p.add_argument("--implementation", default="current", help=IMPLEMENTATION_HELP)
     args = p.parse_args(argv)
-    setup_threads(args.threads)
+    set_threads(args.threads)
     implementation = cross_attention_module(args.implementation)
     problem = make_problem(args.images, args.captions, max(1, args.images // 3), dim=args.dim)
     reference = tied_cross_attention(args.dim, implementation="current")

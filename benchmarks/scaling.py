@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from acsa.metrics import rank_metrics
+from acsa.runtime import set_threads
 from benchmarks.common import (
     IMPLEMENTATION_HELP,
     RESULTS,
@@ -42,7 +43,6 @@ from benchmarks.common import (
     machine_info,
     peak_memory,
     run_worker,
-    setup_threads,
     timed,
 )
 from benchmarks.local_similarity import local_flops
@@ -84,7 +84,7 @@ def _project(module, problem, rows: torch.Tensor):
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    setup_threads(args.threads)
+    set_threads(args.threads)
     num_images = args.images[0]
     num_texts = 2 * num_images
     timed_texts = min(num_texts, args.timed_captions)

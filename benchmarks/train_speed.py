@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from acsa.runtime import set_threads
 from benchmarks.common import (
     RESULTS,
     add_worker_options,
@@ -37,7 +38,6 @@ from benchmarks.common import (
     machine_info,
     peak_memory,
     run_worker,
-    setup_threads,
 )
 from benchmarks.training import (
     TRAIN_IDS,
@@ -69,7 +69,7 @@ VARIANTS: dict[str, tuple[dict[str, str], int | None]] = {
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
-    setup_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     config, finetune, batch_size, warmup, steps = CONFIGS[args.config]
     warmup = args.warmup if args.warmup is not None else warmup
