@@ -2,10 +2,9 @@
 
 File format (format version 1): a standard safetensors file whose string metadata holds
 
-    "acsa.format"          "checkpoint" (training state) or "model_weights" (final export)
+    "acsa.format"          "checkpoint"
     "acsa.format_version"  "1"
-    "acsa.structure"       checkpoint only: JSON of {"model": ..., "optimizer": ..., "meta": ...}
-    "acsa.config"          model_weights only: JSON of the model configuration
+    "acsa.structure"       JSON of {"model": ..., "optimizer": ..., "meta": ...}
 
 In the structure JSON every tensor is replaced by {"__tensor__": name} and stored in the file under that name:
 model weights as "model.<key>", optimizer tensors as "optim.state.<param id>.<key>", tensors in meta (e.g. the
@@ -13,7 +12,9 @@ torch RNG state) as "meta.<path>". JSON cannot express tuples or non-string dict
 optimizer's integer param ids), so they are tagged as {"__tuple__": [...]} and {"__items__": [[key, value]]}.
 Floats round-trip exactly (Python writes the shortest repr that reads back to the same double).
 
-A model-weights file stores the state dict under its plain keys, so any safetensors reader can use it.
+Every file training writes has this format: the per-epoch checkpoints (model, optimizer, meta), the best
+epoch's weights (optimizer None) and the trained model (optimizer None; meta holds the configuration, the
+number of identities, the text hidden size and the training summary).
 Nothing here calls pickle or torch.load: a pickle or torch.save file is refused before it is read.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -40,7 +40,7 @@ from torch import Tensor
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = "1"
-_FORMAT, _VERSION, _STRUCTURE, _CONFIG = "acsa.format", "acsa.format_version", "acsa.structure", "acsa.config"
+_FORMAT, _VERSION, _STRUCTURE = "acsa.format", "acsa.format_version", "acsa.structure"
 _TENSOR, _TUPLE, _ITEMS = "__tensor__", "__tuple__", "__items__"
 
 
@@ -72,19 +72,9 @@ def save_checkpoint(
     _atomic_save(Path(path), tensors, metadata)
 
 
-def save_model_weights(path: Path, model_state: dict[str, Tensor], config: dict) -> None:
-    """Write the final model: its state dict under plain keys plus the config it was built from."""
-    tensors = dict(model_state)
-    config_json = json.dumps(_encode(config, "config", {}, allow_tensors=False))
-    metadata = {_FORMAT: "model_weights", _VERSION: FORMAT_VERSION, _CONFIG: config_json}
-    _atomic_save(Path(path), tensors, metadata)
-
-
-def _encode(value: Any, name: str, tensors: dict[str, Tensor], allow_tensors: bool = True) -> Any:
+def _encode(value: Any, name: str, tensors: dict[str, Tensor]) -> Any:
     """JSON-ready copy of `value`; tensors move into `tensors` under `name` (their path in the structure)."""
     if isinstance(value, Tensor):
-        if not allow_tensors:
-            raise TypeError(f"checkpoint: {name} is a tensor; only JSON values are allowed here")
         while name in tensors:  # a dict key containing "." could repeat a path
             name += "_"
         tensors[name] = value
@@ -94,16 +84,16 @@ def _encode(value: Any, name: str, tensors: dict[str, Tensor], allow_tensors: bo
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
-        items = [_encode(v, f"{name}.{i}", tensors, allow_tensors) for i, v in enumerate(value)]
+        items = [_encode(v, f"{name}.{i}", tensors) for i, v in enumerate(value)]
         return items if isinstance(value, list) else {_TUPLE: items}
     if isinstance(value, dict):
         if all(isinstance(key, str) and not key.startswith("__") for key in value):
-            return {key: _encode(v, f"{name}.{key}", tensors, allow_tensors) for key, v in value.items()}
+            return {key: _encode(v, f"{name}.{key}", tensors) for key, v in value.items()}
         if any(isinstance(key, Tensor) for key in value):
             raise TypeError(f"checkpoint: {name} has a tensor as a dict key")
         return {
             _ITEMS: [
-                [_encode(key, name, tensors), _encode(v, f"{name}.{key}", tensors, allow_tensors)]
+                [_encode(key, name, tensors), _encode(v, f"{name}.{key}", tensors)]
                 for key, v in value.items()
             ]
         }
@@ -173,17 +163,6 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     if not isinstance(decoded, dict) or set(decoded) != {"model", "optimizer", "meta"}:
         raise CheckpointError(f"{path}: structure is not {{model, optimizer, meta}}")
     return Checkpoint(decoded["model"], decoded["optimizer"], decoded["meta"])
-
-
-def load_model_weights(
-    path: Path, map_location: str | torch.device = "cpu"
-) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read a file written by `save_model_weights`: (state dict, config)."""
-    path = Path(path)
-    with _open(path, "model_weights", map_location) as (f, metadata):
-        config = _decode_all(path, _parse_json(path, metadata, _CONFIG), set(), f.get_tensor)
-        state = {key: f.get_tensor(key) for key in f.keys()}
-    return state, config
 
 
 def check_checkpoint(path: Path) -> None:
@@ -379,36 +358,3 @@ def _hashable(key: Any) -> Any:
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split())
-
-
-# ---- RNG state ---------------------------------------------------------------------------------------------
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy (global) and torch CPU/CUDA generator states, in a form `save_checkpoint` can store."""
-    numpy_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            **numpy_state,
-            "state": {**numpy_state["state"], "key": numpy_state["state"]["key"].tolist()},
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of `capture_rng_state`; CUDA states are restored only where CUDA is available."""
-    random.setstate(state["python"])
-    numpy_state = state["numpy"]
-    key = np.asarray(numpy_state["state"]["key"], dtype=np.uint32)
-    np.random.set_state({**numpy_state, "state": {**numpy_state["state"], "key": key}})
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state:
-        if torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-        else:
-            log.warning("checkpoint holds CUDA RNG states but CUDA is not available; not restored")

@@ -293,9 +293,5 @@ def load_params(
         raise ConfigError(f"{path}: {err}") from None
 
 
-def ablation_names(path: str | Path = "params.yaml") -> list[str]:
-    return list((read_params_file(path).get("ablations") or {}).keys())
-
-
 def params_to_dict(params: Params) -> dict[str, Any]:
     return dataclasses.asdict(params)

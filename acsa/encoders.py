@@ -8,7 +8,6 @@ Axis legend (names used in the comments below):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +55,6 @@ class ImageFeatures:
 
     global_feat: Tensor  # [B, D] pooled last stage -> Linear -> BatchNorm neck (global alignment)
     tokens: Tensor  # [B, R, D] image token set for the cross-attention: [mean, regions..., windows...]
-
-    @staticmethod
-    def cat(parts: list[ImageFeatures]) -> ImageFeatures:
-        fields = [f.name for f in dataclasses.fields(ImageFeatures)]
-        return ImageFeatures(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields})
 
 
 def _as_tuples(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,6 @@ with phrase_mask [B, P]. With the default frozen encoder these are computed once
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -25,11 +24,6 @@ class TextFeatures:
     global_feat: Tensor  # [B, D] sentence -> standardise -> Linear -> BatchNorm neck (global alignment)
     phrase_tokens: Tensor  # [B, P, D] phrases -> standardise -> Linear (the cross-attention's K/V follow)
     phrase_mask: Tensor  # [B, P] bool, True = real phrase
-
-    @staticmethod
-    def cat(parts: list[TextFeatures]) -> TextFeatures:
-        fields = [f.name for f in dataclasses.fields(TextFeatures)]
-        return TextFeatures(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields})
 
 
 class ACSA(nn.Module):

@@ -22,16 +22,11 @@ from pathlib import Path
 from acsa import distributed
 from acsa.checkpoint import CheckpointFolder, save_checkpoint
 from acsa.cli import params_from_args, run_stage, stage_parser
-from acsa.config import Params, params_to_dict
+from acsa.config import params_to_dict
 from acsa.engine import NonFiniteLossError, TrainPaths, fit
 from acsa.io import atomic_output_dir, write_json
 
 log = logging.getLogger(__name__)
-
-
-def processes_per_node(params: Params) -> int:
-    """`train.nproc_per_node` (processes, i.e. GPUs, on this machine); 1 while the field is not configured."""
-    return params.train.nproc_per_node
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--live", type=Path, default=None, help="default: dvclive/<OUT name>")
     args = parser.parse_args(argv)
     params = params_from_args(args)
-    nproc = processes_per_node(params)
+    nproc = params.train.nproc_per_node
     if nproc > 1 and not distributed.launched():
         sys.exit(distributed.launch(nproc, "acsa.train", sys.argv[1:] if argv is None else list(argv)))
     paths = TrainPaths(

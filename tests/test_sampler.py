@@ -94,18 +94,6 @@ def test_ranks_get_disjoint_slices_of_the_global_batch(world_size: int) -> None:
             assert not {labels[i] for i in slices[0]} & {labels[i] for i in slices[1]}
 
 
-def test_resume_mid_epoch_continues_with_the_same_batches() -> None:
-    labels = make_labels()
-    full = epoch_batches(IdentityBatchSampler(labels, 8, 2, seed=9), 3)
-
-    resumed = IdentityBatchSampler(labels, 8, 2, seed=9)
-    resumed.set_epoch(3)
-    resumed.skip_batches(5)
-    assert full[:5] + list(resumed) == full
-    assert list(resumed) == full  # the skip applies to one iteration only
-    assert len(resumed) == len(full)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -121,12 +109,6 @@ def test_bad_arguments_raise_one_line_errors(kwargs: dict, message: str) -> None
     with pytest.raises(ValueError, match=message) as err:
         IdentityBatchSampler(**args)
     assert "\n" not in str(err.value)
-
-
-def test_skip_out_of_range_is_refused() -> None:
-    sampler = IdentityBatchSampler(make_labels(), 8, 2, seed=0)
-    with pytest.raises(ValueError, match="num_batches must be in"):
-        sampler.skip_batches(len(sampler) + 1)
 
 
 def test_works_as_a_dataloader_batch_sampler() -> None:

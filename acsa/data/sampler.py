@@ -29,9 +29,8 @@ from torch.utils.data import Sampler
 class IdentityBatchSampler(Sampler[list[int]]):
     """Yields lists of dataset indices: batch_size // images_per_id identities x images_per_id rows each.
 
-    Call `set_epoch(epoch)` before each epoch; to resume an epoch after n finished batches call
-    `skip_batches(n)` (applies to the next iteration only). `len()` is always the full number of batches per
-    epoch, the same for every epoch and rank.
+    Call `set_epoch(epoch)` before each epoch. `len()` is the number of batches per epoch, the same for every
+    epoch and rank.
     """
 
     def __init__(
@@ -74,25 +73,17 @@ class IdentityBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
-        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def skip_batches(self, num_batches: int) -> None:
-        """Start the next iteration after `num_batches` batches, as an interrupted epoch resumes."""
-        if not 0 <= num_batches <= self._num_batches:
-            raise ValueError(f"num_batches must be in [0, {self._num_batches}], got {num_batches}")
-        self._skip = num_batches
 
     def __len__(self) -> int:
         return self._num_batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        start, self._skip = self._skip, 0
         per_rank = self.batch_size // self.world_size
         lo = self.rank * per_rank
-        for batch in self.global_batches()[start:]:
+        for batch in self.global_batches():
             yield batch[lo : lo + per_rank]
 
     def global_batches(self) -> list[list[int]]:
