@@ -1,4 +1,9 @@
-"""What every stage's command line shares: --params, --set overrides, logging, one-line errors."""
+"""The one command line of every stage and tool: `--params FILE`, `--set KEY=VALUE` (repeatable, VALUE read
+as YAML), `--ablation NAME`, path options whose defaults come from acsa.paths, and `run_stage`, which sets up
+logging and turns a user error into one line on stderr (exit status 2; 3 for a non-finite loss).
+
+`acsa.report` uses the same `--set NAME=VALUE` for its notebook parameters.
+"""
 
 from __future__ import annotations
 
@@ -6,44 +11,66 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-from acsa.config import ConfigError, Params, load_params
+from acsa import paths
+from acsa.config import Params, load_params, parse_override
+from acsa.errors import USER_ERRORS, NonFiniteLossError, one_line
 
 
-def stage_parser(doc: str | None) -> argparse.ArgumentParser:
-    """A parser whose --help shows the stage's docstring (its inputs -> outputs)."""
+def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParser:
+    """A parser whose --help shows the module's docstring (its inputs -> outputs); with `params`, the
+    options that load params.yaml (`add_params_options`)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one parameter (repeatable), e.g. --set train.epochs=1",
-    )
-    parser.add_argument("--ablation", default=None, help="apply the named ablation from params.yaml")
+    if params:
+        add_params_options(parser)
     return parser
 
 
+def add_params_options(parser: argparse.ArgumentParser, ablation: bool = True) -> None:
+    """--params, --set SECTION.KEY=VALUE (repeatable) and, with `ablation`, --ablation NAME."""
+    parser.add_argument(
+        "--params", type=Path, default=paths.PARAMS, help=f"params file (default: {paths.PARAMS})"
+    )
+    add_set_option(
+        parser, "SECTION.KEY=VALUE", "override one parameter (repeatable), e.g. --set train.epochs=1"
+    )
+    if ablation:
+        parser.add_argument("--ablation", default=None, help="apply the named ablation of the params file")
+
+
+def add_set_option(parser: argparse.ArgumentParser, metavar: str, help: str) -> None:
+    """The repeatable `--set KEY=VALUE` option (into `args.overrides`); VALUE is read as YAML."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar=metavar, help=f"{help}; VALUE in YAML"
+    )
+
+
+def add_path(parser: argparse.ArgumentParser, flag: str, default: Path | None, help: str) -> None:
+    """A path option; its default (from acsa.paths) is shown in --help."""
+    shown = f" (default: {default})" if default is not None else ""
+    parser.add_argument(flag, type=Path, default=default, help=f"{help}{shown}")
+
+
 def params_from_args(args: argparse.Namespace) -> Params:
-    return load_params(args.params, ablation=args.ablation, overrides=args.overrides)
+    return load_params(args.params, ablation=getattr(args, "ablation", None), overrides=args.overrides)
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors caused by the user's input: reported as one line, without a traceback."""
-    from acsa.checkpoint import CheckpointError
-    from acsa.data.types import DataError
-
-    return (ConfigError, DataError, CheckpointError, OSError)
+def assignments(texts: list[str]) -> dict[str, Any]:
+    """`--set` values (`NAME=VALUE`, VALUE in YAML) as a dict, in order."""
+    return dict(parse_override(text) for text in texts)
 
 
-def run_stage(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> None:
-    """Run a stage's main with logging set up; user errors exit 2 with one line on stderr."""
+def run_stage(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
+    """Run a stage's main with logging set up; a user error exits 2 and a non-finite loss 3, each with one
+    line `error: ...` on stderr and no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         main(argv)
-    except _user_errors() as err:
-        message = " ".join(str(err).split())
-        print(f"error: {message}", file=sys.stderr)
+    except NonFiniteLossError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(3)
+    except USER_ERRORS as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)

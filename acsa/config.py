@@ -18,11 +18,10 @@ from typing import Any
 
 import yaml
 
+from acsa.errors import ConfigError
+from acsa.paths import PARAMS
+
 DATASETS = ("synthetic", "cuhk-pedes", "icfg-pedes", "rstpreid")
-
-
-class ConfigError(ValueError):
-    """A params file or override that does not match the configuration schema."""
 
 
 @dataclass(frozen=True)
@@ -220,9 +219,9 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``section.key=value`` (value in YAML syntax) into (dotted key, value)."""
+    """Parse ``key=value`` (e.g. ``train.lr=1e-3``; value in YAML syntax) into (key, value)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected section.key=value")
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE")
     key, value = text.split("=", 1)
     return key.strip(), yaml.safe_load(value)
 
@@ -269,14 +268,16 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
 
 
 def load_params(
-    path: str | Path = "params.yaml",
+    path: str | Path = PARAMS,
     ablation: str | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
+    preset: str | None = None,
 ) -> Params:
-    """Load params.yaml, apply its preset, an optional ablation and explicit overrides; validate strictly."""
+    """Load params.yaml, apply a preset (default: the file's `preset`), an optional ablation and explicit
+    overrides (`key=value` texts or a dict); validate strictly."""
     path = Path(path)
     raw = read_params_file(path)
-    preset = raw.get("preset")
+    preset = raw.get("preset") if preset is None else preset
     if preset not in (None, "default"):
         raw = apply_overrides(raw, _named_overrides(raw, "presets", preset, path), f"presets.{preset}")
     if ablation is not None:

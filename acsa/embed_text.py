@@ -17,52 +17,19 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
-from acsa.cli import params_from_args, run_stage, stage_parser
-from acsa.config import Params, TextConfig
-from acsa.encoders import TextEncoder
-from acsa.io import atomic_output_dir, write_json
+from acsa import paths
+from acsa.cli import add_path, params_from_args, run_stage, stage_parser
+from acsa.config import Params
+from acsa.model.text_encoder import encode_texts, load_text_encoder
 from acsa.runtime import resolve_device, set_threads
+from acsa.storage.files import atomic_output_dir, write_json
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PREPARED = Path("data/prepared")
-DEFAULT_OUT = Path("data/text_features")
-
-
-@torch.no_grad()
-def encode_texts(
-    encoder: TextEncoder, ids: torch.Tensor, mask: torch.Tensor, batch_size: int, desc: str
-) -> torch.Tensor:
-    """Pooled features [N, H] of tokenised texts, float32 on the CPU.
-
-    Texts are encoded in order of length and each batch is cut to its longest text: most captions use far
-    fewer tokens than the padded width, and attention cost grows with it. Results return in input order.
-    """
-    device = next(encoder.parameters()).device
-    lengths = mask.sum(1)
-    order = torch.argsort(lengths, descending=True, stable=True)
-    features = None
-    for start in tqdm(range(0, len(ids), batch_size), desc=desc, leave=False):
-        rows = order[start : start + batch_size]
-        width = max(1, int(lengths[rows].max()))
-        batch_ids, batch_mask = ids[rows, :width].long().to(device), mask[rows, :width].long().to(device)
-        batch = encoder(batch_ids, batch_mask).float().cpu()
-        if features is None:
-            features = torch.empty(len(ids), batch.shape[1])
-        features[rows] = batch
-    return features
-
-
-def load_text_encoder(cfg: TextConfig, device: torch.device) -> TextEncoder:
-    encoder = TextEncoder(cfg).to(device)
-    encoder.eval()
-    return encoder
-
 
 def embed_text(params: Params, prepared: Path, out: Path) -> dict:
-    tokens_path = prepared / "tokens.safetensors"
+    tokens_path = prepared / paths.TOKENS_FILE
     if not tokens_path.is_file():
         raise FileNotFoundError(f"{tokens_path}: not found (run the prepare stage first)")
     tokens = load_file(str(tokens_path))
@@ -93,7 +60,7 @@ def embed_text(params: Params, prepared: Path, out: Path) -> dict:
         "counts": {key: int(value.shape[0]) for key, value in features.items()},
     }
     with atomic_output_dir(out) as work:
-        save_file({k: v.contiguous() for k, v in features.items()}, str(work / "features.safetensors"))
+        save_file({k: v.contiguous() for k, v in features.items()}, str(work / paths.FEATURES.name))
         write_json(work / "info.json", info)
     log.info("text features -> %s: %s", out, info["counts"])
     return info
@@ -101,8 +68,8 @@ def embed_text(params: Params, prepared: Path, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--prepared", type=Path, default=DEFAULT_PREPARED)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_path(parser, "--prepared", paths.PREPARED, "the prepare stage's output")
+    add_path(parser, "--out", paths.TEXT_FEATURES, "output folder")
     args = parser.parse_args(argv)
     embed_text(params_from_args(args), args.prepared, args.out)
 

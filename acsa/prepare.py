@@ -19,20 +19,18 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from acsa.cli import params_from_args, run_stage, stage_parser
+from acsa import paths
+from acsa.cli import add_path, params_from_args, run_stage, stage_parser
 from acsa.config import Params
 from acsa.data.contact_sheet import write_contact_sheet
 from acsa.data.phrases import extract_all
 from acsa.data.readers import check_images, read_benchmark
 from acsa.data.synthetic import generate_synthetic
+from acsa.data.tokenize import load_tokenizer, tokenize
 from acsa.data.types import Benchmark, EvalSplit, TrainSplit
-from acsa.io import atomic_output_dir, write_json
-from acsa.tokenize import load_tokenizer, tokenize
+from acsa.storage.files import atomic_output_dir, write_json
 
 log = logging.getLogger(__name__)
-
-DEFAULT_OUT = Path("data/prepared")
-BENCHMARK_DIR = "benchmark"  # inside OUT, synthetic only
 
 
 def phrase_index(phrases: list[list[str]], vocabulary: dict[str, int], num_phrases: int) -> list[list[int]]:
@@ -44,13 +42,8 @@ def phrase_index(phrases: list[list[str]], vocabulary: dict[str, int], num_phras
     return rows
 
 
-def _split_record(split: TrainSplit | EvalSplit, phrase_rows: list[list[int]]) -> dict:
-    record = dict(vars(split))
-    record["phrase_index"] = phrase_rows
-    return record
-
-
 def split_summary(benchmark: Benchmark) -> dict[str, dict[str, int]]:
+    """Per split: identities, images and captions (summary.json)."""
     summary = {
         "train": {
             "ids": benchmark.train.num_ids,
@@ -69,6 +62,12 @@ def split_summary(benchmark: Benchmark) -> dict[str, dict[str, int]]:
     return summary
 
 
+def _split_record(split: TrainSplit | EvalSplit, phrase_rows: list[list[int]]) -> dict:
+    record = dict(vars(split))
+    record["phrase_index"] = phrase_rows
+    return record
+
+
 def _image_root_for(benchmark: Benchmark, work_dir: Path, out: Path) -> str:
     """Image root as stored in splits.json: relative to OUT when generated inside it, else absolute."""
     root = benchmark.image_root.resolve()
@@ -82,7 +81,7 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
     """Run the stage; returns the summary written to OUT/summary.json."""
     with atomic_output_dir(out) as work:
         if params.data.dataset == "synthetic":
-            root = generate_synthetic(work / BENCHMARK_DIR, params.synthetic)
+            root = generate_synthetic(work / paths.BENCHMARK_DIR, params.synthetic)
         else:
             root = Path(params.data.root)
         benchmark = read_benchmark(params.data.dataset, root)
@@ -105,14 +104,14 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
             tensors.update({f"{name}.caption_{key}": value for key, value in tokens.items()})
         tokens = tokenize(tokenizer, unique_phrases or [""], params.data.phrase_max_tokens)
         tensors.update({f"phrase_{key}": value for key, value in tokens.items()})
-        save_file(tensors, str(work / "tokens.safetensors"))
+        save_file(tensors, str(work / paths.TOKENS_FILE))
 
         write_json(
-            work / "splits.json",
+            work / paths.SPLITS_FILE,
             {"dataset": benchmark.name, "image_root": _image_root_for(benchmark, work, out), **records},
             indent=None,
         )
-        write_json(work / "phrases.json", unique_phrases)
+        write_json(work / paths.PHRASES_FILE, unique_phrases)
         counts = np.asarray(phrase_counts)
         summary = {
             **split_summary(benchmark),
@@ -126,22 +125,15 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
         write_json(work / "summary.json", summary)
     if params.data.dataset == "synthetic" and contact_sheet is not None:
         contact_sheet.parent.mkdir(parents=True, exist_ok=True)
-        write_contact_sheet(out / BENCHMARK_DIR, contact_sheet)
+        write_contact_sheet(out / paths.BENCHMARK_DIR, contact_sheet)
     log.info("prepared %s -> %s: %s", params.data.dataset, out, summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
-    )
-    parser.add_argument(
-        "--contact-sheet",
-        type=Path,
-        default=Path("reports/contact_sheet.png"),
-        help="PNG grid of sample identities (synthetic benchmark only)",
-    )
+    add_path(parser, "--out", paths.PREPARED, "output folder")
+    add_path(parser, "--contact-sheet", paths.CONTACT_SHEET, "PNG grid of sample identities (synthetic only)")
     args = parser.parse_args(argv)
     prepare(params_from_args(args), args.out, args.contact_sheet)
 

@@ -20,7 +20,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def set_threads(threads: int) -> None:
-    """Set CPU threads (0 keeps torch's default) and flush denormals, which slowed CPU training 5x once."""
+    """Set CPU threads (0 keeps torch's default) and flush denormals (they slowed CPU training badly once)."""
     if threads > 0:
         torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
@@ -32,8 +32,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; full precision on the CPU (bf16 matmuls are slow on these CPUs)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """`auto`: bf16 autocast on CUDA, full precision on the CPU (bf16 matmuls are slow on many CPUs);
+    `bf16`: bf16 autocast on any device; `fp32`: full precision."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision not in ("auto", "fp32"):
+        raise ValueError(f"precision: {precision!r} is not one of auto, bf16, fp32")
     return contextlib.nullcontext()

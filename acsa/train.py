@@ -9,7 +9,8 @@ Outputs: OUT/model.safetensors   the best epoch's weights on the validation spli
                                  finished run empties the folder, so the next run trains afresh
          LIVE/                   DVCLive metrics.json (last epoch) and plots/ (per-epoch curves)
 
-Several GPUs or machines: `torchrun --nproc_per_node N -m acsa.train ...` (README, Multi-GPU).
+Several GPUs or machines: `torchrun --nproc_per_node N -m acsa.train ...` (README, Multi-GPU); the loop itself
+is acsa.training.loop.
 Exit status: 0 done; 2 bad input or configuration; 3 a NaN or infinite loss stopped training (one line each).
 """
 
@@ -17,62 +18,46 @@ from __future__ import annotations
 
 import logging
 import sys
-from pathlib import Path
 
-from acsa import distributed
-from acsa.checkpoint import CheckpointFolder, save_checkpoint
-from acsa.cli import params_from_args, run_stage, stage_parser
-from acsa.config import params_to_dict
-from acsa.engine import NonFiniteLossError, TrainPaths, fit
-from acsa.io import atomic_output_dir, write_json
+from acsa import paths
+from acsa.cli import add_path, params_from_args, run_stage, stage_parser
+from acsa.storage.files import atomic_output_dir, write_json
+from acsa.training import distributed
+from acsa.training.loop import TrainPaths, fit
+from acsa.training.resume import CheckpointFolder
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = stage_parser(__doc__)
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--features", type=Path, default=Path("data/text_features/features.safetensors"))
-    parser.add_argument("--out", type=Path, default=Path("models/main"))
-    parser.add_argument("--checkpoints", type=Path, default=None, help="default: checkpoints/<OUT name>")
-    parser.add_argument("--live", type=Path, default=None, help="default: dvclive/<OUT name>")
+    add_path(parser, "--prepared", paths.PREPARED, "the prepare stage's output")
+    add_path(parser, "--features", paths.FEATURES, "the embed_text stage's features")
+    add_path(parser, "--out", paths.MODEL, "output folder")
+    add_path(parser, "--checkpoints", None, "resume checkpoints (default: checkpoints/<OUT name>)")
+    add_path(parser, "--live", None, "DVCLive folder (default: dvclive/<OUT name>)")
     args = parser.parse_args(argv)
     params = params_from_args(args)
     nproc = params.train.nproc_per_node
     if nproc > 1 and not distributed.launched():
         sys.exit(distributed.launch(nproc, "acsa.train", sys.argv[1:] if argv is None else list(argv)))
-    paths = TrainPaths(
+    train_paths = TrainPaths(
         prepared=args.prepared,
         features=args.features,
-        checkpoints=args.checkpoints or Path("checkpoints") / args.out.name,
-        live=args.live or Path("dvclive") / args.out.name,
+        checkpoints=args.checkpoints or paths.checkpoints_for(args.out),
+        live=args.live or paths.live_for(args.out),
     )
     with distributed.process_group(params.train.device) as (ctx, device):
-        model, summary = fit(params, paths, ctx, device)
+        model, summary = fit(params, train_paths, ctx, device)
         if not ctx.is_main:  # rank 0 writes every output
             return
-        meta = {
-            "config": params_to_dict(params),
-            "num_classes": model.classifier.shape[1],
-            "text_hidden_size": model.sentence_mean.shape[0],
-            "summary": summary,
-        }
         with atomic_output_dir(args.out) as work:
-            save_checkpoint(work / "model.safetensors", model.state_dict(), None, meta)
+            model.save(work / paths.MODEL_FILE, summary)
             write_json(work / "train_summary.json", summary)
         # Checkpoints exist only to continue an interrupted run. The folder itself stays: it is a DVC output.
-        CheckpointFolder(paths.checkpoints).clear(lock=True)
+        CheckpointFolder(train_paths.checkpoints).clear(lock=True)
         log.info("trained model -> %s: %s", args.out, summary)
 
 
-def cli(argv: list[str] | None = None) -> None:
-    """`python -m acsa.train`: run_stage's one-line errors, plus exit status 3 for a non-finite loss."""
-    try:
-        run_stage(main, argv)
-    except NonFiniteLossError as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        sys.exit(3)
-
-
 if __name__ == "__main__":
-    cli()
+    run_stage(main)

@@ -18,7 +18,7 @@ import time
 import torch
 
 from acsa.config import ImageConfig
-from acsa.encoders import ImageEncoder
+from acsa.model.image_encoder import ImageEncoder
 
 CANDIDATES = {
     "acsa_convnet": ("acsa_convnet", {}),  # resnet10t, channels 32-64-128-256, stem width 16

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from acsa import io as acsa_io
+from acsa.storage import files as acsa_files
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[1]
@@ -36,10 +36,10 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 def cross_attention_module(implementation: str = "current"):
-    """The module defining AsymmetricCrossAttention: `current` (acsa.cross_attention) or the path of a file
-    defining it, e.g. an older version: `git show 26dfcfe:acsa/cross_attention.py > /tmp/before.py`."""
+    """The module defining AsymmetricCrossAttention: `current` (acsa.model.cross_attention) or the path of a
+    file defining it, e.g. an older version: `git show 26dfcfe:acsa/cross_attention.py > /tmp/before.py`."""
     if implementation == "current":
-        return importlib.import_module("acsa.cross_attention")
+        return importlib.import_module("acsa.model.cross_attention")
     path = Path(implementation)
     if not path.is_file():
         raise SystemExit(f"--implementation: {implementation!r} is neither 'current' nor a file")
@@ -239,8 +239,9 @@ def benchmark_main(args, worker: Callable, run: Callable, columns: Sequence[str]
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
-    """acsa.io.write_json (atomic: no half-written result), returning the path for the "written" line."""
-    acsa_io.write_json(Path(path), payload, indent=1)
+    """acsa.storage.files.write_json (atomic: no half-written result), returning the path for the "written"
+    line."""
+    acsa_files.write_json(Path(path), payload, indent=1)
     return Path(path)
 
 

@@ -40,9 +40,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, Sampler  # noqa: E402
 
+from acsa.cli import add_params_options  # noqa: E402
 from acsa.config import apply_overrides, params_from_dict, params_to_dict  # noqa: E402
-from acsa.metrics import rank_metrics  # noqa: E402
-from acsa.retrieval import Scores  # noqa: E402
+from acsa.scoring.metrics import rank_metrics  # noqa: E402
+from acsa.scoring.retrieval import Scores  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     IMPLEMENTATION_HELP,
     RESULTS,
@@ -218,8 +219,8 @@ class Budget:
 def training_part(args, device: torch.device, budget: Budget) -> dict[str, Any]:
     tiny = args.tiny
     bert_config = None
-    frozen = load_config("paper", finetune=False)
-    finetune = load_config("paper", finetune=True)
+    frozen = load_config("paper", False, args.params, args.overrides)
+    finetune = load_config("paper", True, args.params, args.overrides)
     if tiny:
         from transformers import BertConfig
 
@@ -393,6 +394,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers tried")
     p.add_argument("--compile", action="store_true", help="with --tiny: try torch.compile too")
     p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/gpu_check.json")
+    add_params_options(p, ablation=False)  # applied on top of the paper preset
     return p
 
 

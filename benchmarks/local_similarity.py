@@ -42,10 +42,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from acsa.cross_attention import EPS, AsymmetricCrossAttention, ProjectedImages, ProjectedPhrases
-from acsa.metrics import rank_metrics
-from acsa.retrieval import Scores
+from acsa.kernels.local_similarity import EPS, ProjectedImages, ProjectedPhrases
+from acsa.model.cross_attention import AsymmetricCrossAttention
 from acsa.runtime import set_threads
+from acsa.scoring.metrics import rank_metrics
+from acsa.scoring.retrieval import Scores
 from benchmarks.common import (
     IMPLEMENTATION_HELP,
     RESULTS,
@@ -70,10 +71,11 @@ def loop_scores(
     module: AsymmetricCrossAttention, images: ProjectedImages, phrases: ProjectedPhrases, rows: range
 ) -> torch.Tensor:
     """The released code's way: per caption t, S(i, t) for all images i at once -> [len(rows), I]."""
+    attend = getattr(module, "attention", None) or module._attention  # older versions: _attention
     out = []
     for t in rows:
         logits = torch.einsum("ird,pd->irp", images.query, phrases.key[t])  # [I, R, P]
-        attn = module._attention(logits, phrases.mask[t][None, None, :])  # [I, R, P]
+        attn = attend(logits, phrases.mask[t][None, None, :])  # [I, R, P]
         context = attn @ phrases.value[t]  # [I, R, d]
         out.append(F.cosine_similarity(images.value, context, dim=-1, eps=EPS).mean(dim=-1))  # [I]
     return torch.stack(out)

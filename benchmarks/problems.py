@@ -162,7 +162,7 @@ def tied_cross_attention(dim: int, seed: int = 0, implementation: str = "current
     """A randomly initialised cross-attention whose key and text-value projections copy the query and
     image-value ones: cos(Q, K) and V_img . V_txt then follow token-phrase similarity, so the local score
     carries the problem's identity signal (with independent random projections it would be noise).
-    `implementation`: current (acsa.cross_attention) or a file defining AsymmetricCrossAttention."""
+    `implementation`: current (acsa.model.cross_attention) or a file defining AsymmetricCrossAttention."""
     from benchmarks.common import cross_attention_module
 
     torch.manual_seed(seed)

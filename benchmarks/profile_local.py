@@ -3,7 +3,7 @@
     python -m benchmarks.profile_local [--captions 256] [--images 1024] [--k 128] [--threads 2]
         [--implementation FILE]
 
-`--implementation` picks the version of the cross-attention: `current` (acsa/cross_attention.py) or any
+`--implementation` picks the version of the cross-attention: `current` (acsa/model/cross_attention.py) or any
 file (e.g. the simpler version before the optimisation:
 `git show 26dfcfe:acsa/cross_attention.py > /tmp/before.py`) whose AsymmetricCrossAttention takes the same
 constructor and state dict. With --threads 1 every operator runs in the main thread and is recorded (with

@@ -19,13 +19,12 @@ from typing import Any
 
 import torch
 
-from acsa.data.dataset import load_prepared
-from acsa.engine import image_table
-from acsa.evaluate import load_model
-from acsa.metrics import rank_metrics
-from acsa.retrieval import choose_fusion_weight, encode_images, encode_queries, score
+from acsa import paths
+from acsa.data.prepared import load_prepared, read_split
+from acsa.model.acsa import ACSA
 from acsa.runtime import set_threads
-from acsa.text_sources import text_source_for
+from acsa.scoring.metrics import rank_metrics
+from acsa.scoring.retrieval import choose_fusion_weight, encode_split, score
 from benchmarks.common import (
     IMPLEMENTATION_HELP,
     RESULTS,
@@ -37,14 +36,9 @@ from benchmarks.common import (
 
 
 def encoded_split(model, params, prepared_dir: Path, features: Path, name: str):
-    prepared = load_prepared(prepared_dir)
-    split = prepared.split(name)
-    images = image_table(prepared, split, "image_paths", params)
-    source = text_source_for(params.text.finetune, prepared_dir, features, split, name)
-    device = torch.device("cpu")
-    image_feats = encode_images(model, images, params.evaluate.batch_size, device)
-    text_feats = encode_queries(model, source, params.evaluate.batch_size, device)
-    return image_feats, text_feats, torch.tensor(split["caption_ids"]), torch.tensor(split["image_ids"])
+    split = read_split(prepared_dir, features, name, params)
+    image_feats, text_feats = encode_split(model, split, params.evaluate.batch_size, torch.device("cpu"))
+    return image_feats, text_feats, split.query_ids, split.gallery_ids
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -57,7 +51,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     set_threads(args.threads)
     root = args.root
-    model, params = load_model(root / "models" / "main")
+    model = ACSA.from_checkpoint(root / paths.MODEL)
+    params = model.params
     if args.implementation != "current":  # same weights, another version's scoring code
         current = model.cross_attention
         swapped = cross_attention_module(args.implementation).AsymmetricCrossAttention(
@@ -65,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         swapped.load_state_dict(current.state_dict())
         model.cross_attention = swapped.eval()
-    prepared, features = root / "data" / "prepared", root / "data" / "text_features" / "features.safetensors"
+    prepared, features = root / paths.PREPARED, root / paths.FEATURES
     chunk = params.evaluate.chunk_size
     with torch.no_grad():
         val = encoded_split(model, params, prepared, features, "val")
@@ -91,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": f"python -m benchmarks.rerank_agreement --root {root} --ks {' '.join(map(str, args.ks))}"
         f" --implementation {args.implementation}",
         "implementation": args.implementation,
-        "model": str(root / "models" / "main"),
+        "model": str(root / paths.MODEL),
         "dataset": load_prepared(prepared).dataset,
         "test_queries": int(query_ids.numel()),
         "test_gallery": int(gallery_ids.numel()),

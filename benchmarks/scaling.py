@@ -10,10 +10,10 @@ over an hour here). Each size runs in its own process.
 Nothing quadratic is ever held: the caption x image global similarity is computed `--chunk-elements` at a
 time (a block of captions against all images), keeping only each caption's top-k (a running top-k over
 caption blocks); the re-rank (AsymmetricCrossAttention.score_candidates) holds [T, k] scores and
-cache-sized blocks. (acsa.retrieval.score builds the full [T, I] global matrix instead: 32 GB of floats at
-64k images x 128k captions; see BENCHMARKS.md for the library change.) Peak memory is the resident memory
-above the stored features during global top-k + re-rank; the features themselves (projected tokens and
-global vectors) are reported apart, and both must grow linearly.
+cache-sized blocks. (acsa.scoring.retrieval.score builds the full [T, I] global matrix instead: 32 GB of
+floats at 64k images x 128k captions; see BENCHMARKS.md for the library change.) Peak memory is the resident
+memory above the stored features during global top-k + re-rank; the features themselves (projected tokens
+and global vectors) are reported apart, and both must grow linearly.
 
 Above `--timed-captions` captions, only that many (a random subset) are searched and re-ranked, against
 the full gallery, and times are extrapolated linearly in the number of captions (each caption costs the
@@ -31,8 +31,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from acsa.metrics import rank_metrics
 from acsa.runtime import set_threads
+from acsa.scoring.metrics import rank_metrics
 from benchmarks.common import (
     IMPLEMENTATION_HELP,
     RESULTS,

@@ -1,14 +1,14 @@
 """Training throughput (pairs/s) and peak memory of full optimizer steps on the CPU, per configuration.
 
     python -m benchmarks.train_speed [--only default-frozen paper-frozen ...] [--threads 2]
-        [--out benchmarks/results/train_speed.json]
+        [--params params.yaml] [--set SECTION.KEY=VALUE ...] [--out benchmarks/results/train_speed.json]
 
 Configurations (benchmarks/training.py): params.yaml's `default` and its `paper` preset (Swin-T 384x128,
 BERT-base, random init), each with the text encoder frozen (cached features, the default) or fine-tuned.
-A step is engine.fit's: augment, image + text encoding, CMPM + CMPC + local loss, backward, AdamW, on a
-random identity-structured batch. Each configuration runs in its own process; after warm-up steps, the
-median step gives pairs/s. Peak memory: the process's maximum resident memory, and its rise during the
-steps above the level with the model and data built.
+A step is the training loop's (acsa.training.step): augment, image + text encoding, CMPM + CMPC + local
+loss, backward, AdamW, on a random identity-structured batch. Each configuration runs in its own process;
+after warm-up steps, the median step gives pairs/s. Peak memory: the process's maximum resident memory, and
+its rise during the steps above the level with the model and data built.
 
 Threads: torch's default (one per core) with OpenMP's default spin-waiting, and the same configuration
 with OMP_WAIT_POLICY=PASSIVE and with one thread (`--variants`, for the configurations in `--vary`): on
@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from acsa.cli import add_params_options
 from acsa.runtime import set_threads
 from benchmarks.common import (
     RESULTS,
@@ -74,7 +75,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     config, finetune, batch_size, warmup, steps = CONFIGS[args.config]
     warmup = args.warmup if args.warmup is not None else warmup
     steps = args.steps or steps
-    params = load_config(config, finetune)
+    params = load_config(config, finetune, args.params, args.overrides)
     batch_size = args.batch or batch_size or params.train.batch_size
     model = build_model(params, TRAIN_IDS[config]).train()
     optimizer = make_optimizer(model, params)
@@ -117,7 +118,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         extra = [
             f"--{key}={getattr(args, key)}" for key in ("batch", "warmup", "steps") if getattr(args, key)
         ]
-        worker_args = [f"--config={name}", f"--threads={threads or args.threads}", *extra]
+        settings = [f"--params={args.params}", *(f"--set={o}" for o in args.overrides)]
+        worker_args = [f"--config={name}", f"--threads={threads or args.threads}", *settings, *extra]
         r = run_worker("benchmarks.train_speed", worker_args, args.in_process, env)
         r["variant"] = variant
         results.append(r)
@@ -165,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="override the timed steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=RESULTS / "train_speed.json")
+    add_params_options(p, ablation=False)  # applied on top of every configuration
     p.add_argument("--config", help=argparse.SUPPRESS)
     add_worker_options(p)
     return p

@@ -1,5 +1,5 @@
-"""Training steps of the ACSA model on random data, as `acsa.engine.fit` runs them (shared by
-benchmarks/train_speed.py and benchmarks/gpu_check.py).
+"""Training steps of the ACSA model on random data, with the training loop's own step
+(`acsa.training.step.training_step`; shared by benchmarks/train_speed.py and benchmarks/gpu_check.py).
 
 Configurations come from params.yaml: `default` as it stands, `paper` with the paper preset applied (Swin-T
 at 384x128 and BERT-base; random initialisation, since no weights are available offline: BERT-base is built
@@ -10,7 +10,6 @@ each real phrase, at the configured maximum lengths).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,24 +17,24 @@ from typing import Any
 
 import torch
 
-from acsa.config import Params, apply_overrides, params_from_dict, read_params_file
-from acsa.data.dataset import augment, to_model_input
-from acsa.engine import parameter_groups
-from acsa.model import ACSA
-from acsa.runtime import autocast
+from acsa.config import Params, load_params
+from acsa.model.acsa import ACSA
+from acsa.training.schedule import parameter_groups
+from acsa.training.step import TrainStep, training_step
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 TRAIN_IDS = {"default": 700, "paper": 11_003}  # training identities: synthetic default, CUHK-PEDES
 HIDDEN = {"minilm": 384, "bert-base-uncased": 768}  # pooled hidden size of the text encoders
 
 
-def load_config(name: str, finetune: bool, params_path: Path = PARAMS) -> Params:
-    """params.yaml as is (`default`) or with one of its presets applied (`paper`); text.finetune set."""
-    raw = read_params_file(params_path)
-    if name != "default":
-        raw = apply_overrides(raw, raw["presets"][name], f"presets.{name}")
-    raw = apply_overrides(raw, {"text.finetune": finetune}, "benchmark")
-    return params_from_dict(raw)
+def load_config(
+    name: str, finetune: bool, params_path: Path | None = None, overrides: list[str] = ()
+) -> Params:
+    """The params file (default: the repository's params.yaml) without a preset (`default`) or with one of
+    its presets (`paper`), then `overrides` (`--set` texts), with text.finetune set."""
+    return load_params(
+        params_path or PARAMS, preset=name, overrides=[*overrides, f"text.finetune={str(finetune).lower()}"]
+    )
 
 
 def text_hidden_size(params: Params, bert_config: Any = None) -> int:
@@ -55,7 +54,7 @@ def build_model(params: Params, num_classes: int, bert_config: Any = None) -> AC
     if text.finetune and (hub or bert_config is not None):
         from transformers import BertConfig, BertModel
 
-        from acsa.encoders import TextEncoder
+        from acsa.model.text_encoder import TextEncoder
 
         frozen = dataclasses.replace(params, text=dataclasses.replace(text, finetune=False))
         model = ACSA(frozen, num_classes, text_hidden_size=hidden, pretrained=False)
@@ -113,6 +112,17 @@ def make_optimizer(model: ACSA, params: Params, fused: bool = False) -> torch.op
     return torch.optim.AdamW(groups, lr=params.train.lr, weight_decay=params.train.weight_decay, **extra)
 
 
+class BatchText:
+    """The text side of one benchmark batch as a text source (acsa.data.text_features): `encode` returns the
+    features of the whole batch (the step's rows are always all of it)."""
+
+    def __init__(self, text: dict[str, torch.Tensor], finetune: bool) -> None:
+        self.text, self.finetune = text, finetune
+
+    def encode(self, model: ACSA, rows: torch.Tensor, device: torch.device):
+        return model.encode_text_tokens(**self.text) if self.finetune else model.encode_text(**self.text)
+
+
 def train_step(
     model: ACSA,
     optimizer: torch.optim.Optimizer,
@@ -122,26 +132,13 @@ def train_step(
     channels_last: bool = False,
     precision: str = "auto",
 ) -> torch.Tensor:
-    """One optimizer step on a batch already on the model's device (engine.fit's inner loop).
+    """One optimizer step on a batch already on the model's device: the training loop's own step
+    (`training_step`: augment, encode, losses, backward, AdamW) -> the detached loss.
     precision: auto (acsa.runtime.autocast: bf16 on CUDA, fp32 on the CPU) | fp32 | bf16."""
+    step_fn = TrainStep(model, BatchText(batch.text, params.text.finetune), batch.labels, params.loss)
+    rows = torch.arange(batch.labels.shape[0])
     device = batch.images.device
-    images = augment(to_model_input(batch.images), params.image.hflip, params.image.translate, generator)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    if precision == "auto":
-        context = autocast(device)
-    elif precision == "bf16":
-        context = torch.autocast(device.type, dtype=torch.bfloat16)
-    else:
-        context = contextlib.nullcontext()
-    with context:
-        image_feats = model.encode_image(images)
-        if params.text.finetune:
-            text_feats = model.encode_text_tokens(**batch.text)
-        else:
-            text_feats = model.encode_text(**batch.text)
-        losses = model.losses(image_feats, text_feats, batch.labels, params.loss)
-    optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    optimizer.step()
+    losses = training_step(
+        step_fn, optimizer, batch.images, rows, params.image, generator, device, precision, channels_last
+    )
     return losses["loss"].detach()

@@ -20,27 +20,27 @@
 # (global + w · local, w chosen on validation) when it has the cross-attention branch, else the global one.
 # Variants that differ only in `train.seed` are repeats of one configuration: their mean and half-range
 # (max − min) / 2 show the seed spread. All numbers come from the pipeline's stages; the text is computed
-# from them (`acsa/reporting.py`).
+# from them (`acsa.reports.tables`).
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from acsa import report_figures as figures
-from acsa import reporting
+from acsa import paths
+from acsa.reports import figures, tables
 
 # %% tags=["parameters"]
-params_file = "params.yaml"  # declares the variants (`ablations`); the main model has no overrides
+params_file = str(paths.PARAMS)  # declares the variants (`ablations`); the main model has no overrides
 variants = None  # names to show, e.g. ["main", "global_only"]; None: main and every ablation of params_file
-eval_dir = "reports/eval"  # evaluate stages: <eval_dir>/<variant>/metrics.json and fusion_curve.json
-live_dir = "dvclive"  # train stages' DVCLive logs: <live_dir>/<variant>/plots/metrics/**.tsv
+eval_dir = str(paths.EVAL_ROOT)  # evaluate stages: <eval_dir>/<variant>/metrics.json and fusion_curve.json
+live_dir = str(paths.LIVE_ROOT)  # train stages' DVCLive logs: <live_dir>/<variant>/plots/metrics/**.tsv
 metric = "R1"  # the headline metric of the findings and the curves
 
 # %%
 figures.setup()
 pd.set_option("display.precision", 1)
-chosen = reporting.declared_variants(params_file, variants)
-results, missing = reporting.load_results(chosen, eval_dir)
+chosen = tables.declared_variants(params_file, variants)
+results, missing = tables.load_results(chosen, eval_dir)
 if missing:
     display(Markdown(f"**Missing metrics** (not evaluated yet, left out): {', '.join(missing)}"))
 
@@ -50,14 +50,14 @@ if missing:
 # Final score of each configuration; `±` is the half-range over seeds.
 
 # %%
-summary = reporting.seed_summary(results)
-display(reporting.summary_table(summary))
+summary = tables.seed_summary(results)
+display(tables.summary_table(summary))
 
 # %% [markdown]
 # ## Findings
 
 # %%
-display(Markdown("\n\n".join(reporting.findings(results, chosen, metric=metric))))
+display(Markdown("\n\n".join(tables.findings(results, chosen, metric=metric))))
 
 # %% [markdown]
 # ## Metrics per variant
@@ -84,7 +84,7 @@ figures.show(figures.score_kinds(results, metric))
 
 # %%
 colours = figures.variant_colours([v.name for v in chosen])
-figures.show(figures.fusion_curves(reporting.load_fusion_curves(chosen, eval_dir), metric, colours))
+figures.show(figures.fusion_curves(tables.load_fusion_curves(chosen, eval_dir), metric, colours))
 
 # %% [markdown]
 # ## Training curves
@@ -93,7 +93,7 @@ figures.show(figures.fusion_curves(reporting.load_fusion_curves(chosen, eval_dir
 # epoch that is kept.
 
 # %%
-curves = reporting.load_training_curves(chosen, live_dir, ("train/loss", "val/selection_R1", "val/global/R1"))
+curves = tables.load_training_curves(chosen, live_dir, ("train/loss", "val/selection_R1", "val/global/R1"))
 figures.show(figures.training_curves(curves, colours))
 
 # %% [markdown]

@@ -24,12 +24,12 @@
 # %%
 from IPython.display import Markdown, display
 
-from acsa import report_figures as figures
-from acsa import report_views as views
+from acsa import paths
+from acsa.reports import figures, views
 
 # %% tags=["parameters"]
-explain_dir = "reports/explain/main"  # the explain stage's output
-prepared_dir = "data/prepared"  # the prepare stage's output (splits.json gives the gallery images' folder)
+explain_dir = str(paths.EXPLAIN)  # the explain stage's output
+prepared_dir = str(paths.PREPARED)  # the prepare stage's output (splits.json: the gallery images' folder)
 queries = None  # test query indices to show, e.g. [3, 17]; None: successes and failures picked by rank
 n_success = 3  # with queries None: successes (top-1 correct), spread over the test set
 n_failure = 3  # with queries None: the failures whose first match is ranked lowest

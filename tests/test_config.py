@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from acsa.config import ConfigError, Params, load_params, params_from_dict, params_to_dict
+from acsa.config import Params, load_params, params_from_dict, params_to_dict
+from acsa.errors import ConfigError
 
 
 def write(tmp_path, text):
@@ -63,7 +64,7 @@ def test_unknown_ablation_and_bad_override(tmp_path):
     path = write(tmp_path, "ablations:\n  a: {}\n")
     with pytest.raises(ConfigError, match="unknown name 'b'"):
         load_params(path, ablation="b")
-    with pytest.raises(ConfigError, match="expected section.key=value"):
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_params(path, overrides=["train.lr"])
     with pytest.raises(ConfigError, match="'lr' is not a section.key"):
         load_params(path, overrides=["lr=3"])

@@ -1,4 +1,6 @@
-"""The batched local score equals a per-pair reference written from method.md §3."""
+"""The blocked kernel (acsa.kernels.local_similarity) equals the cross-attention as the paper writes it
+(AsymmetricCrossAttention.similarity) in values and gradients; the paper form equals a per-pair loop written
+straight from the equations (docs/method.md, section 3)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acsa.cross_attention import AsymmetricCrossAttention
+from acsa.model.cross_attention import AsymmetricCrossAttention
 
 DIM = 16
 
 
-def reference_score(module: AsymmetricCrossAttention, image: torch.Tensor, phrases: torch.Tensor, mask):
-    """S(i, t) for one image [R, D] and one caption [P, D], mask [P], straight from the formulas."""
+def loop_score(module: AsymmetricCrossAttention, image: torch.Tensor, phrases: torch.Tensor, mask):
+    """S(i, t) for one image [R, D] and one caption [P, D], mask [P], one scalar at a time."""
     q = module.query(image)
     v_img = module.image_value(image)
     k = module.key(phrases)
@@ -51,7 +53,23 @@ def make_module(mask_padding=True, seed=0):
 
 
 @pytest.mark.parametrize("mask_padding", [True, False])
-def test_pairwise_matches_reference(mask_padding):
+def test_paper_form_matches_the_per_pair_loop(mask_padding):
+    module = make_module(mask_padding)
+    image_tokens, phrase_tokens, phrase_mask = make_inputs()
+    with torch.no_grad():
+        got = module.similarity(image_tokens, phrase_tokens, phrase_mask)
+        expected = torch.stack(
+            [
+                torch.stack([loop_score(module, img, txt, m) for img in image_tokens])
+                for txt, m in zip(phrase_tokens, phrase_mask, strict=True)
+            ]
+        )
+    assert got.shape == (4, 5)
+    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("mask_padding", [True, False])
+def test_kernel_matches_the_paper_form(mask_padding):
     module = make_module(mask_padding)
     image_tokens, phrase_tokens, phrase_mask = make_inputs()
     with torch.no_grad():
@@ -59,14 +77,9 @@ def test_pairwise_matches_reference(mask_padding):
         got = module.pairwise_local_similarity(
             image_tokens, phrase_tokens, phrase_mask, text_chunk=3, image_chunk=2
         )
-        expected = torch.stack(
-            [
-                torch.stack([reference_score(module, img, txt, m) for img in image_tokens])
-                for txt, m in zip(phrase_tokens, phrase_mask, strict=True)
-            ]
-        )
+        expected = module(image_tokens, phrase_tokens, phrase_mask)  # forward = the paper form
     assert got.shape == (4, 5)
-    torch.testing.assert_close(got, expected, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_padding_matters_only_without_mask():
@@ -89,9 +102,12 @@ def test_caption_without_phrases_scores_zero():
     module = make_module()
     image_tokens, phrase_tokens, phrase_mask = make_inputs()
     phrase_mask[2] = False
-    scores = module.pairwise_local_similarity(image_tokens, phrase_tokens, phrase_mask)
-    assert torch.isfinite(scores).all()
-    assert torch.all(scores[2] == 0)
+    for scores in (
+        module.pairwise_local_similarity(image_tokens, phrase_tokens, phrase_mask),
+        module.similarity(image_tokens, phrase_tokens, phrase_mask),
+    ):
+        assert torch.isfinite(scores).all()
+        assert torch.all(scores[2] == 0)
 
 
 @pytest.mark.parametrize("dense_ratio", [0.0, 8.0])  # gather each caption's candidates | union block
@@ -129,24 +145,23 @@ def test_gradients_flow_to_every_projection_and_input():
     assert image_tokens.grad.abs().sum() > 0 and phrase_tokens.grad.abs().sum() > 0
 
 
-def test_gradients_equal_the_reference_gradients():
+@pytest.mark.parametrize("mask_padding", [True, False])
+@pytest.mark.parametrize("empty_caption", [False, True])
+def test_kernel_gradients_equal_the_paper_form_gradients(mask_padding, empty_caption):
     image_tokens, phrase_tokens, phrase_mask = make_inputs()
+    if empty_caption:
+        phrase_mask[1] = False
     grads = []
-    for batched in (True, False):
-        module = make_module()
+    for kernel in (True, False):
+        module = make_module(mask_padding)
         images = image_tokens.clone().requires_grad_()
         phrases = phrase_tokens.clone().requires_grad_()
-        if batched:
+        if kernel:
             scores = module.pairwise_local_similarity(
                 images, phrases, phrase_mask, text_chunk=3, image_chunk=2
             )
         else:
-            scores = torch.stack(
-                [
-                    torch.stack([reference_score(module, img, txt, m) for img in images])
-                    for txt, m in zip(phrases, phrase_mask, strict=True)
-                ]
-            )
+            scores = module.similarity(images, phrases, phrase_mask)
         weights = torch.linspace(-1.0, 2.0, scores.numel(), dtype=scores.dtype).view_as(scores)
         (scores * weights).sum().backward()
         grads.append([images.grad, phrases.grad] + [p.grad for p in module.parameters()])

@@ -15,7 +15,7 @@ from conftest import REPO, SMOKE_OVERRIDES
 from safetensors.torch import load_file
 
 from acsa import embed_text, evaluate, prepare, train
-from acsa.checkpoint import load_checkpoint
+from acsa.storage.checkpoint import load_checkpoint
 
 TIMING = ("pairs_per_second", "seconds")
 

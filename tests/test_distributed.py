@@ -2,11 +2,11 @@
 process trains on the same global batches, and only rank 0 writes outputs.
 
 Why the comparison holds, and how tightly: each rank gathers all ranks' features before the loss and
-BatchNorm uses global-batch statistics (acsa.distributed), so the gradients are those of one process up to
-float rounding (checked at 1e-13 in float64 while developing). Both runs use plain SGD in place of AdamW for
-the comparison: Adam divides each gradient by its own magnitude, which turns rounding noise in gradients
-that are zero in exact arithmetic (the biases just before a BatchNorm) into full-size steps. Dropout and
-augmentation are switched off, since each rank draws its own.
+BatchNorm uses global-batch statistics (acsa.training.distributed), so the gradients are those of one process
+up to float rounding (checked at 1e-13 in float64 while developing). Both runs use plain SGD in place of
+AdamW for the comparison: Adam divides each gradient by its own magnitude, which turns rounding noise in
+gradients that are zero in exact arithmetic (the biases just before a BatchNorm) into full-size steps.
+Dropout and augmentation are switched off, since each rank draws its own.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from conftest import REPO, SMOKE_OVERRIDES
 from torch import nn
 
 from acsa import train
-from acsa.checkpoint import load_checkpoint
-from acsa.distributed import GlobalBatchNorm, convert_batchnorm
+from acsa.storage.checkpoint import load_checkpoint
+from acsa.training.distributed import GlobalBatchNorm, convert_batchnorm
 
 # The optimizer swap, for the torchrun workers; the single-process runs get it through monkeypatch.
 SGD_HOOK = """
@@ -33,9 +33,10 @@ import sys
 import torch
 
 torch.optim.AdamW = lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-from acsa.train import cli
+from acsa import train
+from acsa.cli import run_stage
 
-cli(sys.argv[1:])
+run_stage(train.main, sys.argv[1:])
 """
 COMPARABLE = [
     "model.dropout=0.0",

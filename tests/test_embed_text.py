@@ -3,9 +3,8 @@
 import torch
 
 from acsa.config import TextConfig
-from acsa.embed_text import encode_texts
-from acsa.encoders import TextEncoder
-from acsa.tokenize import load_tokenizer, tokenize
+from acsa.data.tokenize import load_tokenizer, tokenize
+from acsa.model.text_encoder import TextEncoder, encode_texts
 
 
 def test_trimmed_batches_equal_full_width_and_keep_order():

@@ -8,7 +8,8 @@ import torch
 from transformers import BertConfig, BertModel
 
 from acsa.config import ImageConfig, TextConfig
-from acsa.encoders import STRIPE_BANDS, ImageEncoder, TextEncoder, band_weights
+from acsa.model.image_encoder import STRIPE_BANDS, ImageEncoder, band_weights
+from acsa.model.text_encoder import TextEncoder
 
 DIM = 32
 SMALL_SWIN = {
@@ -170,7 +171,7 @@ def test_minilm_package_loads_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    from acsa.hub import resolve_text_encoder
+    from acsa.paths import resolve_text_encoder
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("minilm"))
     batch = tokenizer(["a man in a red shirt", "a woman"], padding=True, return_tensors="pt")

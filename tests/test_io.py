@@ -2,7 +2,7 @@
 
 import pytest
 
-from acsa.io import atomic_output_dir
+from acsa.storage.files import atomic_output_dir
 
 
 def test_success_replaces_the_previous_output(tmp_path):

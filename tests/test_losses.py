@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from acsa.losses import cmpc_loss, cmpm_loss, local_loss, matching_kl, matching_target
+from acsa.model.losses import cmpc_loss, cmpm_loss, local_loss, matching_kl, matching_target
 
 
 def aligned_batch(num_ids=6, per_id=2, dim=32, seed=0):

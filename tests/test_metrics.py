@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acsa.metrics import per_query_ranks, rank_metrics
+from acsa.scoring.metrics import per_query_ranks, rank_metrics
 
 
 def reference(similarity, query_ids, gallery_ids, ks=(1, 5, 10)):

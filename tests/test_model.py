@@ -9,7 +9,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from acsa.config import LossConfig, ModelConfig, Params, TextConfig
-from acsa.model import ACSA
+from acsa.model.acsa import ACSA
 
 HIDDEN = 24
 NUM_CLASSES = 5

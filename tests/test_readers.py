@@ -19,7 +19,7 @@ from PIL import Image
 
 from acsa.config import DATASETS
 from acsa.data.readers import READERS, check_images, fix_full_stops, load_image, read_benchmark
-from acsa.data.types import DataError
+from acsa.errors import DataError
 
 
 def _record(**overrides):

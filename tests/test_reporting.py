@@ -11,10 +11,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-from acsa import report_figures, report_views, reporting  # noqa: E402
-from acsa.encoders import STRIPE_BANDS  # noqa: E402
-from acsa.explain import token_layout  # noqa: E402
-from acsa.report_attributes import attribute_errors  # noqa: E402
+from acsa.analysis.attributes import attribute_errors  # noqa: E402
+from acsa.analysis.explanations import token_layout  # noqa: E402
+from acsa.model.image_encoder import STRIPE_BANDS  # noqa: E402
+from acsa.reports import figures, tables, views  # noqa: E402
 
 PARAMS = """
 train:
@@ -62,7 +62,7 @@ def study(tmp_path):
 
 
 def test_variants_group_by_overrides_without_the_seed(study):
-    variants = reporting.declared_variants(study / "params.yaml")
+    variants = tables.declared_variants(study / "params.yaml")
     assert [v.name for v in variants] == [
         "main",
         "global_only",
@@ -71,41 +71,39 @@ def test_variants_group_by_overrides_without_the_seed(study):
         "no_windows",
     ]
     assert [v.seed for v in variants] == [0, 0, 1, 1, 0]
-    groups = reporting.group_labels(variants)
+    groups = tables.group_labels(variants)
     assert variants[0].group == variants[3].group and variants[1].group == variants[2].group
     assert groups[variants[3].group] == "full ACSA (main)" and groups[variants[2].group] == "global_only"
-    picked = reporting.declared_variants(study / "params.yaml", ["no_windows", "main"])
+    picked = tables.declared_variants(study / "params.yaml", ["no_windows", "main"])
     assert [v.name for v in picked] == ["no_windows", "main"]
     with pytest.raises(ValueError, match="unknown variants \\['nope'\\]"):
-        reporting.declared_variants(study / "params.yaml", ["nope"])
+        tables.declared_variants(study / "params.yaml", ["nope"])
 
 
 def test_summary_is_mean_and_half_range_over_seeds(study):
-    variants = reporting.declared_variants(study / "params.yaml")
-    results, missing = reporting.load_results(variants, study / "eval")
+    variants = tables.declared_variants(study / "params.yaml")
+    results, missing = tables.load_results(variants, study / "eval")
     assert missing == []
-    summary = reporting.seed_summary(results)
+    summary = tables.seed_summary(results)
     full = summary.set_index("group").loc["full ACSA (main)"]
     assert full["n_seeds"] == 2 and full["R1_mean"] == 41.0 and full["R1_half_range"] == 1.0
-    table = reporting.summary_table(summary)
+    table = tables.summary_table(summary)
     assert table.loc["full ACSA (main)", "R1"] == "41.0 ± 1.0"
     assert table.loc["global_only", "mAP"] == "35.5 ± 0.5"
     assert table.loc["no_windows", "R1"] == "39.0"  # one seed: no spread
-    assert reporting.seed_noise(summary) == 2.0  # the largest max - min
+    assert tables.seed_noise(summary) == 2.0  # the largest max - min
 
 
 def test_missing_variant_is_reported_not_fatal(study):
     (study / "eval" / "no_windows" / "metrics.json").unlink()
-    results, missing = reporting.load_results(
-        reporting.declared_variants(study / "params.yaml"), study / "eval"
-    )
+    results, missing = tables.load_results(tables.declared_variants(study / "params.yaml"), study / "eval")
     assert missing == ["no_windows"] and "no_windows" not in set(results["variant"])
 
 
 def test_findings_are_computed_from_the_numbers(study):
-    variants = reporting.declared_variants(study / "params.yaml")
-    results, _ = reporting.load_results(variants, study / "eval")
-    text = "\n".join(reporting.findings(results, variants))
+    variants = tables.declared_variants(study / "params.yaml")
+    results, _ = tables.load_results(variants, study / "eval")
+    text = "\n".join(tables.findings(results, variants))
     assert "**Local alignment helps.**" in text
     assert "full ACSA R@1 41.0 (± 1.0 over seeds 0, 1) vs global-only 30.5" in text
     assert "+10.5 points, beyond the seed spread (2.0)" in text
@@ -127,42 +125,42 @@ def test_findings_are_computed_from_the_numbers(study):
 def test_findings_say_when_local_alignment_does_not_beat_global_only(study, global_r1s, head):
     write_metrics(study / "eval" / "global_only", global_r1s[0], local=False)
     write_metrics(study / "eval" / "global_only_seed1", global_r1s[1], local=False)
-    variants = reporting.declared_variants(study / "params.yaml")
-    results, _ = reporting.load_results(variants, study / "eval")
-    assert f"**{head}**" in "\n".join(reporting.findings(results, variants))
+    variants = tables.declared_variants(study / "params.yaml")
+    results, _ = tables.load_results(variants, study / "eval")
+    assert f"**{head}**" in "\n".join(tables.findings(results, variants))
 
 
 def test_findings_without_repeated_seeds_or_baseline(study):
-    variants = reporting.declared_variants(study / "params.yaml", ["main", "no_windows"])
-    results, _ = reporting.load_results(variants, study / "eval")
-    text = "\n".join(reporting.findings(results, variants))
+    variants = tables.declared_variants(study / "params.yaml", ["main", "no_windows"])
+    results, _ = tables.load_results(variants, study / "eval")
+    text = "\n".join(tables.findings(results, variants))
     assert "cannot be compared with seed noise" in text
     assert "No global-only variant" in text
     assert "no repeated seeds to compare it with" in text
 
 
 def test_curves(study):
-    variants = reporting.declared_variants(study / "params.yaml")
-    curves = reporting.load_fusion_curves(variants, study / "eval")
+    variants = tables.declared_variants(study / "params.yaml")
+    curves = tables.load_fusion_curves(variants, study / "eval")
     assert set(curves["variant"]) == {"main", "full_seed1", "no_windows"}  # global-only: no local branch
     chosen = curves[curves["chosen"]].set_index("variant")["weight"]
     assert chosen["main"] == 1.0 and chosen["full_seed1"] == 2.0
     live = study / "live" / "main" / "plots" / "metrics" / "train"
     live.mkdir(parents=True)
     (live / "loss.tsv").write_text("step\tloss\n0\t3.5\n1\t2.5\n")
-    training = reporting.load_training_curves(variants, study / "live", ("train/loss", "val/selection_R1"))
+    training = tables.load_training_curves(variants, study / "live", ("train/loss", "val/selection_R1"))
     assert training.to_dict("list") == {
         "variant": ["main", "main"],
         "metric": ["train/loss"] * 2,
         "step": [0, 1],
         "value": [3.5, 2.5],
     }
-    report_figures.setup()
+    figures.setup()
     for fig in (
-        report_figures.metric_bars(reporting.load_results(variants, study / "eval")[0]),
-        report_figures.score_kinds(reporting.load_results(variants, study / "eval")[0]),
-        report_figures.fusion_curves(curves),
-        report_figures.training_curves(training),
+        figures.metric_bars(tables.load_results(variants, study / "eval")[0]),
+        figures.score_kinds(tables.load_results(variants, study / "eval")[0]),
+        figures.fusion_curves(curves),
+        figures.training_curves(training),
     ):
         assert fig.axes
         matplotlib.pyplot.close(fig)
@@ -180,17 +178,17 @@ def test_token_layout_follows_the_encoder_stripes_and_window_grid():
 def test_heat_places_each_token_on_its_box():
     tokens = token_layout(["mean", "head", "feet", "window_r0c0", "window_r1c0"], "stripes", (2, 1))
     values = np.array([0.9, 0.2, 0.7, 0.4, 0.1])
-    regions = report_views._heat(tokens, values, ("region",), (10, 4))
+    regions = views._heat(tokens, values, ("region",), (10, 4))
     assert np.allclose(regions[0:2], 0.2) and np.allclose(regions[9], 0.7) and np.isnan(regions[4]).all()
-    windows = report_views._heat(tokens, values, ("window",), (10, 4))
+    windows = views._heat(tokens, values, ("window",), (10, 4))
     assert np.allclose(windows[:5], 0.4) and np.allclose(windows[5:], 0.1)
 
 
 def test_pick_cases_successes_spread_failures_worst_first():
     ranks = [1, 3, 1, 9, 1, 1, 9, 2]
     queries = [{"query": q, "rank": r, "global_rank": r} for q, r in enumerate(ranks)]
-    assert report_views.pick_cases(queries, n_success=2, n_failure=3) == [0, 5, 3, 6, 1]
-    table = report_views.rank_table(queries)
+    assert views.pick_cases(queries, n_success=2, n_failure=3) == [0, 5, 3, 6, 1]
+    table = views.rank_table(queries)
     assert table.loc["1", "fused (%)"] == 50.0 and table.loc["6-10", "fused (%)"] == 25.0
 
 
@@ -240,29 +238,29 @@ def test_attribute_errors_count_stated_attributes_and_top1_confusions():
     )  # red vs blue; red = red
     assert bag["stated"] == 2 and bag["misses_stating"] == 1 and bag["top1_differs_when_stated"] == 0.0
     assert bag["top1_differs"] == 50.0  # query 3 (no bag) got a backpack wearer
-    text = report_views.attribute_findings(errors, min_misses=1)
+    text = views.attribute_findings(errors, min_misses=1)
     assert "R@1 is 50.0% over 4 test queries (2 misses)" in text and "`upper.colour` (50%)" in text
-    report_figures.setup()
-    matplotlib.pyplot.close(report_views.draw_attribute_hits(errors))
-    assert list(report_views.attribute_table(errors).index) == ["upper.colour", "carried.type"]
+    figures.setup()
+    matplotlib.pyplot.close(views.draw_attribute_hits(errors))
+    assert list(views.attribute_table(errors).index) == ["upper.colour", "carried.type"]
 
 
 def test_list_parameters_accept_papermill_text():
-    assert reporting.as_list(None) is None
-    assert reporting.as_list(["main"]) == ["main"]
-    assert reporting.as_list("[main, global_only]") == ["main", "global_only"]
-    assert reporting.as_list("3, 17") == [3, 17]
+    assert tables.as_list(None) is None
+    assert tables.as_list(["main"]) == ["main"]
+    assert tables.as_list("[main, global_only]") == ["main", "global_only"]
+    assert tables.as_list("3, 17") == [3, 17]
 
 
 def test_no_metrics_at_all_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no metrics.json for any of main"):
-        reporting.load_results([reporting.Variant("main")], tmp_path)
+        tables.load_results([tables.Variant("main")], tmp_path)
 
 
 def test_chosen_cases_checks_the_query_indices():
     queries = [{"query": q, "rank": 1 + q % 3, "global_rank": 1} for q in range(6)]
-    explained = report_views.Explained({}, queries, None, {}, None, image_root=None)
-    assert report_views.chosen_cases(explained, "[4, 0]", 1, 1) == [4, 0]
-    assert report_views.chosen_cases(explained, None, 1, 1) == [0, 2]
+    explained = views.Explained({}, queries, None, {}, None, image_root=None)
+    assert views.chosen_cases(explained, "[4, 0]", 1, 1) == [4, 0]
+    assert views.chosen_cases(explained, None, 1, 1) == [0, 2]
     with pytest.raises(ValueError, match=r"queries \[6\]: the test split has queries 0..5"):
-        report_views.chosen_cases(explained, [1, 6], 1, 1)
+        views.chosen_cases(explained, [1, 6], 1, 1)

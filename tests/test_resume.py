@@ -23,9 +23,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from acsa import train
-from acsa.checkpoint import CheckpointFolder, check_checkpoint, load_checkpoint, save_checkpoint
+from acsa.cli import run_stage
 from acsa.data.sampler import IdentityBatchSampler
-from acsa.resume import RunState, resume_checkpoint, save_epoch
+from acsa.storage.checkpoint import check_checkpoint, load_checkpoint, save_checkpoint
+from acsa.training.resume import CheckpointFolder, RunState, resume_checkpoint, save_epoch
 
 TIMING = ("pairs_per_second", "seconds")  # wall-clock measurements: the only values allowed to differ
 
@@ -35,23 +36,24 @@ PAUSE_HOOK = """
 import os, sys, time
 from pathlib import Path
 
-import acsa.engine as engine
+import acsa.training.loop as loop
 
 pause_at, marker = int(os.environ["ACSA_TEST_PAUSE_AT_STEP"]), Path(os.environ["ACSA_TEST_MARKER"])
-check_finite = engine.check_finite
+check_finite = loop.check_finite
 
 
-def check_then_pause(losses, epoch, step, *args):
-    check_finite(losses, epoch, step, *args)
-    if step == pause_at:
-        marker.write_text(f"epoch {epoch} step {step}")
+def check_then_pause(losses, **where):
+    check_finite(losses, **where)
+    if where["step"] == pause_at:
+        marker.write_text(f"epoch {where['epoch']} step {where['step']}")
         time.sleep(3600)
 
 
-engine.check_finite = check_then_pause
-from acsa.train import cli
+loop.check_finite = check_then_pause
+from acsa import train
+from acsa.cli import run_stage
 
-cli(sys.argv[1:])
+run_stage(train.main, sys.argv[1:])
 """
 
 
@@ -154,7 +156,7 @@ def test_killed_run_continues_to_the_uninterrupted_result(
 def test_nonfinite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(
     smoke_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from acsa.model import ACSA
+    from acsa.model.acsa import ACSA
 
     per_epoch, calls = steps_per_epoch(smoke_run), []
     losses = ACSA.losses
@@ -168,7 +170,7 @@ def test_nonfinite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(
 
     monkeypatch.setattr(ACSA, "losses", diverging)
     with pytest.raises(SystemExit) as exited:
-        train.cli(train_args(smoke_run, tmp_path))
+        run_stage(train.main, train_args(smoke_run, tmp_path))
     assert exited.value.code == 3
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     kept = tmp_path / "checkpoints" / "epoch-000.safetensors"

@@ -2,7 +2,7 @@
 
 import torch
 
-from acsa.retrieval import Scores, choose_fusion_weight, metrics_by_kind
+from acsa.scoring.retrieval import Scores, choose_fusion_weight, metrics_by_kind
 
 
 def test_exact_fusion_is_weighted_sum():

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from acsa.tokenize import load_tokenizer, tokenize
+from acsa.data.tokenize import load_tokenizer, tokenize
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_known_words_are_not_unknown(tokenizer):
 def test_truncation_is_counted(tokenizer, caplog):
     exact = "one two three four five six"  # 6 words + [CLS] + [SEP] = 8 tokens: fits, not truncated
     texts = [" ".join(["word"] * 2000), exact, "short"]
-    with caplog.at_level(logging.WARNING, logger="acsa.tokenize"):
+    with caplog.at_level(logging.WARNING, logger="acsa.data.tokenize"):
         out = tokenize(tokenizer, texts, 8)
     assert out["input_ids"].shape == (3, 8)
     assert out["attention_mask"][:2].all()

@@ -5,7 +5,6 @@ Usage: ``python -m acsa.data.contact_sheet BENCHMARK_DIR OUT.png [--ids 8] [--im
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import textwrap
@@ -17,6 +16,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from acsa.cli import run_stage, stage_parser  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +84,14 @@ def write_contact_sheet(benchmark_dir: Path, out_png: Path, num_ids: int = 8, im
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = stage_parser(__doc__, params=False)
     parser.add_argument("benchmark_dir", type=Path)
     parser.add_argument("out_png", type=Path)
-    parser.add_argument("--ids", type=int, default=8)
-    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--ids", type=int, default=8, help="identities (rows; default: 8)")
+    parser.add_argument("--images", type=int, default=4, help="images per identity (default: 4)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     write_contact_sheet(args.benchmark_dir, args.out_png, args.ids, args.images)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from acsa.data.types import Benchmark, DataError
+from acsa.data.types import Benchmark
+from acsa.errors import DataError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ _READ_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.
 
 
 def _error_text(err: Exception) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
+    return one_line(err) or type(err).__name__
 
 
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:

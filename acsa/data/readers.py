@@ -28,7 +28,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from acsa.data.images import check_images, load_image
-from acsa.data.types import Benchmark, DataError, EvalSplit, TrainSplit
+from acsa.data.types import Benchmark, EvalSplit, TrainSplit
+from acsa.errors import DataError, one_line
 
 __all__ = ["READERS", "check_images", "fix_full_stops", "load_image", "read_benchmark"]
 
@@ -71,7 +72,7 @@ def load_records(path: Path) -> list[dict[str, Any]]:
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read ({' '.join(str(err).split())})") from None
+        raise DataError(f"{path}: cannot read ({one_line(err)})") from None
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     return records

@@ -6,10 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-class DataError(ValueError):
-    """Bad benchmark input; the message is one line naming the file and the record."""
-
-
 @dataclass(frozen=True)
 class TrainSplit:
     """Training pairs: one row per (image, caption); labels re-indexed 0..N-1 over training identities."""

@@ -1,4 +1,4 @@
-"""Small file helpers shared by the stages: atomic output folders and JSON."""
+"""Small file helpers shared by the stages: atomic output folders and JSON files."""
 
 from __future__ import annotations
 

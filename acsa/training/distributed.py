@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from acsa.config import ConfigError
+from acsa.errors import ConfigError
 from acsa.runtime import resolve_device
 
 log = logging.getLogger(__name__)

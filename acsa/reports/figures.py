@@ -1,5 +1,5 @@
 """Figures of the ablation report: metric bars with every seed shown, score kinds, fusion-weight and training
-curves. Each function takes a table from `acsa.reporting` and returns a matplotlib Figure."""
+curves. Each function takes a table from `acsa.reports.tables` and returns a matplotlib Figure."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from acsa.reporting import NAMES
+from acsa.reports.tables import NAMES
 
 CURVE_TITLES = {
     "train/loss": "training loss (sum of terms)",

@@ -1,15 +1,14 @@
-"""Image and text encoders: multi-scale image tokens (method.md §1) and pooled text states.
+"""The image encoder: a timm backbone's feature maps -> a global embedding and multi-scale image tokens
+(mean, body regions, windows; docs/method.md, section 1).
 
 Axis legend (names used in the comments below):
     b  batch          c  channels of a backbone feature map    h, w  feature-map rows and columns
-    d  embed_dim      k  body regions (head, upper, lower, feet)
-    r  image tokens   n  texts (captions or phrases)            l  word-piece tokens    e  text hidden size
+    d  embed_dim      k  body regions (head, upper, lower, feet)    r  image tokens
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acsa.config import ImageConfig, TextConfig
-from acsa.hub import resolve_text_encoder
+from acsa.config import ImageConfig
+from acsa.model.features import ImageFeatures
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +46,6 @@ NUM_CHANNEL_CHUNKS = 6
 BACKBONE_ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
     "acsa_convnet": ("resnet10t", {"channels": (32, 64, 128, 256), "stem_width": 16}),
 }
-
-
-@dataclass
-class ImageFeatures:
-    """What the image encoder returns for a batch of images."""
-
-    global_feat: Tensor  # [B, D] pooled last stage -> Linear -> BatchNorm neck (global alignment)
-    tokens: Tensor  # [B, R, D] image token set for the cross-attention: [mean, regions..., windows...]
 
 
 def _as_tuples(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +116,7 @@ def bn_neck(dim: int) -> nn.BatchNorm1d:
 
 
 class ImageEncoder(nn.Module):
-    """Backbone feature maps -> global embedding + region and window tokens (method.md §1)."""
+    """Backbone feature maps -> global embedding + region and window tokens."""
 
     def __init__(
         self,
@@ -184,10 +175,6 @@ class ImageEncoder(nn.Module):
             rows, cols = self.window_grid
             self.token_names += [f"window_r{i}c{j}" for i in range(rows) for j in range(cols)]
 
-    @property
-    def num_tokens(self) -> int:
-        return len(self.token_names)
-
     def feature_maps(self, images: Tensor) -> list[Tensor]:
         """Backbone stages as NCHW maps [b, c, h, w]."""
         maps = self.backbone(images)
@@ -226,49 +213,3 @@ class ImageEncoder(nn.Module):
         else:  # no region or window tokens: the global embedding is the only token
             token_set = global_feat[:, None]
         return ImageFeatures(global_feat=global_feat, tokens=token_set)
-
-
-class TextEncoder(nn.Module):
-    """A transformers BERT-family encoder pooled to one vector per text: [n, l] token ids -> [n, e].
-
-    Frozen by default (no gradients, always in eval mode, so its features can be cached once); trainable when
-    `cfg.finetune`. `model` injects an already built transformers model (tests use a tiny random BERT);
-    `pretrained=False` builds the architecture of `cfg.encoder` with random weights (a checkpoint follows).
-    """
-
-    def __init__(self, cfg: TextConfig, model: nn.Module | None = None, pretrained: bool = True) -> None:
-        super().__init__()
-        if cfg.pooling not in ("mean", "cls"):
-            raise ValueError(f"text.pooling: {cfg.pooling!r} is not one of mean, cls")
-        self.pooling = cfg.pooling
-        self.finetune = cfg.finetune
-        if model is None:
-            from transformers import AutoConfig, AutoModel
-
-            source = resolve_text_encoder(cfg.encoder)
-            if pretrained:
-                model = AutoModel.from_pretrained(source)
-            else:
-                model = AutoModel.from_config(AutoConfig.from_pretrained(source))
-        self.model = model
-        if not self.finetune:
-            self.model.requires_grad_(False)
-            self.model.eval()
-
-    @property
-    def hidden_size(self) -> int:
-        return int(self.model.config.hidden_size)
-
-    def train(self, mode: bool = True) -> TextEncoder:
-        super().train(mode)
-        if not self.finetune:
-            self.model.eval()  # a frozen encoder never runs dropout
-        return self
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
-            states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            if self.pooling == "cls":
-                return states[:, 0]
-            mask = attention_mask.to(states.dtype)[..., None]  # [n, l, 1]
-            return (states * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from acsa.hub import resolve_text_encoder
+from acsa.errors import one_line
+from acsa.paths import resolve_text_encoder
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def load_tokenizer(encoder: str) -> Any:
     try:
         return AutoTokenizer.from_pretrained(source, local_files_only=local or offline)
     except (OSError, ValueError) as err:
-        reason = " ".join(str(err).split())[:300]
+        reason = one_line(err)[:300]
         raise OSError(
             f"text.encoder {encoder!r}: cannot load a tokenizer from {source!r}"
             f"{' (HF_HUB_OFFLINE is set)' if offline and not local else ''}: {reason}"

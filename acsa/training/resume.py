@@ -2,17 +2,20 @@
 
 After every epoch rank 0 calls `save_epoch`: the best weights first (`best-epoch-NNN.safetensors`, for a
 new best epoch), then `epoch-NNN.safetensors` (model, optimizer, `RunState`, the configuration and a
-fingerprint of the data), then pruning (acsa.checkpoint.CheckpointFolder). A kill between any two writes
+fingerprint of the data), then pruning (`CheckpointFolder`). A kill between any two writes
 leaves a newest good epoch file whose best file exists. `resume_checkpoint` continues only a checkpoint of
 the same configuration (up to `RESUME_IGNORES`) and the same data, and says why it starts afresh otherwise.
-DVCLive's logs are rebuilt from the checkpoint's history (`open_live`), so they match the checkpoint
-whatever moment the run died at.
+DVCLive's logs are rebuilt from the checkpoint's history (acsa.training.live), so they match the
+checkpoint whatever moment the run died at. The file format itself is acsa.storage.checkpoint.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +23,8 @@ from typing import Any
 from torch import nn
 from torch.optim import Optimizer
 
-from acsa.checkpoint import (
-    Checkpoint,
-    CheckpointError,
-    CheckpointFolder,
-    check_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from acsa.errors import CheckpointError
+from acsa.storage.checkpoint import Checkpoint, check_checkpoint, load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +54,109 @@ class RunState:
     @classmethod
     def from_meta(cls, meta: dict) -> RunState:
         return cls(meta["epoch"] + 1, meta["step"], dict(meta["best"]), list(meta["history"]))
+
+
+def latest_good_checkpoint(folder: Path, pattern: str = "epoch-*.safetensors") -> Path | None:
+    """The newest checkpoint in `folder` (by the numbers in its name) that opens and parses, or None.
+
+    Validation reads the header and structure only, not the tensors; safetensors checks the header against the
+    file size, so a truncated file is caught.
+    """
+    candidates = sorted(Path(folder).glob(pattern), key=_name_order, reverse=True)
+    broken: list[Path] = []
+    for path in candidates:
+        try:
+            check_checkpoint(path)
+        except CheckpointError as err:
+            log.warning("skipping unusable checkpoint: %s", err)
+            broken.append(path)
+            continue
+        if broken:
+            log.warning("using the previous good checkpoint %s instead of %s", path, broken[0])
+        return path
+    return None
+
+
+class CheckpointFolder:
+    """The resume state of one training run, in one folder:
+
+        epoch-NNN.safetensors       model, optimizer and meta after epoch NNN (the newest few epochs)
+        best-epoch-NNN.safetensors  model weights of epoch NNN, the best so far of some kept epoch file
+        .lock                       locked (flock) by the process that trains into the folder
+
+    Every epoch file names its own best epoch, so a best file is never overwritten while a kept epoch file
+    still refers to it: whatever moment a run is killed at, the newest good epoch file and its best agree.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def epoch_path(self, epoch: int) -> Path:
+        return self.root / f"epoch-{epoch:03d}.safetensors"
+
+    def best_path(self, epoch: int) -> Path:
+        return self.root / f"best-epoch-{epoch:03d}.safetensors"
+
+    def latest(self) -> Path | None:
+        """The newest epoch checkpoint that opens (see `latest_good_checkpoint`)."""
+        return latest_good_checkpoint(self.root, "epoch-*.safetensors")
+
+    def files(self) -> list[Path]:
+        return (
+            sorted(p for p in self.root.glob("*") if p.is_file() and p.name != ".lock")
+            if self.root.is_dir()
+            else []
+        )
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder for this process; a second run training into it fails at once with CheckpointError.
+
+        The lock dies with its process (even on SIGKILL), so a crashed run never blocks the next one.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        with open(self.root / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CheckpointError(
+                    f"{self.root}: another training run is writing checkpoints here (it holds .lock)"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def remove_temporary_files(self) -> None:
+        """Delete the half-written files of a process killed inside `save_checkpoint`."""
+        for path in self.root.glob(".*.tmp"):
+            log.info("removing %s, left by an interrupted checkpoint write", path)
+            path.unlink(missing_ok=True)
+
+    def prune(self, keep_epochs: int, best_epochs: set[int]) -> None:
+        """Keep the newest `keep_epochs` epoch files and the best files of `best_epochs`."""
+        for path in sorted(self.root.glob("epoch-*.safetensors"), key=_name_order)[:-keep_epochs]:
+            path.unlink(missing_ok=True)
+        for path in self.root.glob("best-epoch-*.safetensors"):
+            if _name_order(path)[0][:1] not in {(epoch,) for epoch in best_epochs}:
+                path.unlink(missing_ok=True)
+
+    def clear(self, lock: bool = False) -> None:
+        """Delete the checkpoints (and the lock file, once no run holds it) but keep the folder: DVC fails a
+        stage whose declared output is missing."""
+        if self.root.is_dir():
+            for path in self.root.iterdir():
+                if path.is_file() and (lock or path.name != ".lock"):
+                    path.unlink(missing_ok=True)
+
+
+def _name_order(path: Path) -> tuple[tuple[int, ...], str]:
+    return tuple(int(n) for n in re.findall(r"\d+", path.name)), path.name
 
 
 def data_fingerprint(files: list[Path]) -> str:
@@ -156,23 +256,3 @@ def save_epoch(
     }
     save_checkpoint(folder.epoch_path(epoch), model.state_dict(), optimizer.state_dict(), meta)
     folder.prune(KEEP_EPOCH_CHECKPOINTS, {state.best["epoch"], previous_best})
-
-
-def open_live(path: Path, history: list[dict]):
-    """A fresh DVCLive folder holding the logs of the epochs already trained.
-
-    (DVCLive's own resume continues from the step in its metrics.json: it repeats step 0, and it repeats or
-    skips an epoch when the run died between writing its checkpoint and its log.)
-    """
-    from dvclive import Live
-
-    live = Live(str(path), save_dvc_exp=False, dvcyaml=False)
-    for logged in history:
-        log_epoch(live, logged)
-    return live
-
-
-def log_epoch(live, logged: dict) -> None:
-    for name, value in logged.items():
-        live.log_metric(name, value)
-    live.next_step()

@@ -1,9 +1,9 @@
 """Helpers of the visualisation report (notebooks/visualisation.py): read the explain stage's outputs, pick
 queries, and draw rankings, phrase attention over the image, the t-SNE map and attribute hit rates.
 
-Inputs (see acsa/explain.py): EXPLAIN_DIR/gallery.json, queries.json, attention.safetensors, embedding.json,
-attribute_errors.json; the gallery images come from the prepared benchmark's image root (splits.json).
-No torch import, so a notebook kernel starts fast.
+Inputs (the explain stage's outputs, docs/data.md): EXPLAIN_DIR/gallery.json, queries.json,
+attention.safetensors, embedding.json, attribute_errors.json; the gallery images come from the prepared
+benchmark's image root (splits.json). No torch import, so a notebook kernel starts fast.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
+
+from acsa.reports.tables import as_list
 
 MATCH, WRONG, OWN = "#2e9d4a", "#d62728", "#1f77b4"  # frame colours: correct, incorrect, the query's image
 
@@ -84,8 +86,6 @@ def pick_cases(queries: list[dict], n_success: int = 3, n_failure: int = 3) -> l
 def chosen_cases(explained: Explained, queries, n_success: int, n_failure: int) -> list[int]:
     """The notebook's `queries` parameter (indices, "[3, 17]" or "3,17") checked against the test queries,
     or, when None, successes and failures picked by rank (`pick_cases`)."""
-    from acsa.reporting import as_list
-
     wanted = as_list(queries)
     if wanted is None:
         return pick_cases(explained.queries, n_success, n_failure)

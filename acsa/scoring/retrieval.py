@@ -1,38 +1,24 @@
-"""Encode a gallery and its queries once, score them (global, local, fused) and rank.
+"""Encode a split once (its gallery and its queries), score every query against the gallery (global,
+local, fused), choose the fusion weight on validation, and rank. Training's validation, the evaluate and
+explain stages and the benchmarks all encode and score through here.
 
 Axes: T text queries, I gallery images, k re-rank candidates per query.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from acsa.data.dataset import ImageTable, to_model_input
-from acsa.metrics import rank_metrics
+from acsa.config import EvalConfig
+from acsa.data.image_tables import ImageTable, to_model_input
+from acsa.data.prepared import Split
+from acsa.model.features import ImageFeatures, TextFeatures, cat_features, features_to
 from acsa.runtime import autocast
-
-log = logging.getLogger(__name__)
-
-
-def cat_features(parts: list[Any]) -> Any:
-    """Concatenate a list of feature dataclasses (one per batch) field by field along dim 0."""
-    first = parts[0]
-    return type(first)(
-        **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(first)}
-    )
-
-
-def features_to(features: Any, device: torch.device | str) -> Any:
-    return type(features)(
-        **{f.name: getattr(features, f.name).to(device) for f in dataclasses.fields(features)}
-    )
+from acsa.scoring.metrics import per_query_ranks, rank_metrics
 
 
 @torch.no_grad()
@@ -49,7 +35,7 @@ def encode_images(model, images: ImageTable, batch_size: int, device: torch.devi
 
 @torch.no_grad()
 def encode_queries(model, text_source, batch_size: int, device: torch.device):
-    """Text features of every query caption of a split (`text_source`: see acsa.text_sources)."""
+    """Text features of every query caption of a split (`text_source`: see acsa.data.text_features)."""
     parts = []
     for start in range(0, len(text_source), batch_size):
         rows = torch.arange(start, min(start + batch_size, len(text_source)))
@@ -57,6 +43,15 @@ def encode_queries(model, text_source, batch_size: int, device: torch.device):
             features = text_source.encode(model, rows, device)
         parts.append(features_to(features, "cpu"))
     return features_to(cat_features(parts), device)
+
+
+def encode_split(
+    model, split: Split, batch_size: int, device: torch.device, num_workers: int = 0
+) -> tuple[ImageFeatures, TextFeatures]:
+    """Features of a split's images (the gallery) and of its captions (the queries), float32 on `device`."""
+    image_feats = encode_images(model, split.images, batch_size, device, num_workers)
+    text_feats = encode_queries(model, split.text, batch_size, device)
+    return image_feats, text_feats
 
 
 @dataclass
@@ -107,6 +102,19 @@ def score(model, text_feats, image_feats, local_mode: str, rerank_k: int, chunk_
     return Scores(global_sim, local.float(), candidates)
 
 
+def score_split(
+    model,
+    split: Split,
+    cfg: EvalConfig,
+    device: torch.device,
+    num_workers: int = 0,
+    local_mode: str | None = None,
+) -> Scores:
+    """Encode `split` and score its queries against its gallery (`local_mode`: default cfg.local_mode)."""
+    image_feats, text_feats = encode_split(model, split, cfg.batch_size, device, num_workers)
+    return score(model, text_feats, image_feats, local_mode or cfg.local_mode, cfg.rerank_k, cfg.chunk_size)
+
+
 def choose_fusion_weight(
     scores: Scores, query_ids: torch.Tensor, gallery_ids: torch.Tensor, weights: list[float]
 ) -> tuple[float, list[dict]]:
@@ -127,3 +135,19 @@ def metrics_by_kind(scores: Scores, query_ids, gallery_ids, weight: float) -> di
         results["local"] = rank_metrics(local, query_ids, gallery_ids)
         results["fused"] = rank_metrics(scores.fused(weight), query_ids, gallery_ids)
     return results
+
+
+def rankings(scores: Scores, weight: float, query_ids, gallery_ids, top: int = 10) -> list[dict]:
+    """Per query: top gallery indices and 1-based rank of the first match, fused and global."""
+    fused = per_query_ranks(scores.fused(weight), query_ids, gallery_ids, top=top)
+    global_ = per_query_ranks(scores.global_, query_ids, gallery_ids, top=top)
+    return [
+        {
+            "query": q,
+            "top": fused.top_indices[q].tolist(),
+            "first_match_rank": int(fused.first_match_rank[q]),
+            "global_top": global_.top_indices[q].tolist(),
+            "global_first_match_rank": int(global_.first_match_rank[q]),
+        }
+        for q in range(len(query_ids))
+    ]

@@ -1,4 +1,5 @@
-"""The ACSA model: owns every trainable parameter and returns named features (method.md §1-3).
+"""The ACSA model: owns every trainable parameter, returns named features and its loss terms, and is saved
+to and rebuilt from one checkpoint file (docs/method.md).
 
 Text input is the text encoder's pooled hidden states: a sentence vector [B, H] and phrase vectors [B, P, H]
 with phrase_mask [B, P]. With the default frozen encoder these are computed once outside the model and fed to
@@ -7,23 +8,31 @@ with phrase_mask [B, P]. With the default frozen encoder these are computed once
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acsa.config import LossConfig, Params
-from acsa.cross_attention import AsymmetricCrossAttention
-from acsa.encoders import ImageEncoder, ImageFeatures, TextEncoder, bn_neck
-from acsa.losses import cmpc_loss, cmpm_loss, local_loss
+from acsa import paths
+from acsa.config import LossConfig, Params, params_from_dict, params_to_dict
+from acsa.errors import ConfigError
+from acsa.model.cross_attention import AsymmetricCrossAttention
+from acsa.model.features import ImageFeatures, TextFeatures
+from acsa.model.image_encoder import ImageEncoder, bn_neck
+from acsa.model.losses import cmpc_loss, cmpm_loss, local_loss
+from acsa.model.text_encoder import TextEncoder
+from acsa.storage.checkpoint import load_checkpoint, save_checkpoint
 
-
-@dataclass
-class TextFeatures:
-    global_feat: Tensor  # [B, D] sentence -> standardise -> Linear -> BatchNorm neck (global alignment)
-    phrase_tokens: Tensor  # [B, P, D] phrases -> standardise -> Linear (the cross-attention's K/V follow)
-    phrase_mask: Tensor  # [B, P] bool, True = real phrase
+MODEL_SECTIONS = ("image", "model", "text")  # what must match between a checkpoint and the params used ...
+TRAINING_ONLY_KEYS = {  # ... except keys that only shape training
+    "image.pretrained_path",
+    "image.hflip",
+    "image.translate",
+    "text.lr",
+    "text.batch_size",
+}
 
 
 class ACSA(nn.Module):
@@ -34,6 +43,7 @@ class ACSA(nn.Module):
         self, params: Params, num_classes: int, text_hidden_size: int, pretrained: bool = True
     ) -> None:
         super().__init__()
+        self.params = params  # the configuration it was built from (stored with its weights by `save`)
         mcfg = params.model
         dim = mcfg.embed_dim
         self.embed_dim = dim
@@ -52,8 +62,8 @@ class ACSA(nn.Module):
                 f"text_hidden_size {text_hidden_size} differs from the text encoder's "
                 f"{self.text_encoder.hidden_size}"
             )
-        # Frozen features of template captions are nearly collinear (findings.md): each hidden dimension is
-        # standardised with training statistics before the projections. Identity until set.
+        # Frozen features of template captions are nearly collinear: each hidden dimension is standardised
+        # with training statistics before the projections (docs/decisions.md). Identity until set.
         for name in ("sentence", "phrase"):
             self.register_buffer(f"{name}_mean", torch.zeros(text_hidden_size))
             self.register_buffer(f"{name}_std", torch.ones(text_hidden_size))
@@ -195,3 +205,50 @@ class ACSA(nn.Module):
             del terms["cmpm_loss"]
         out["loss"] = torch.stack([v.float() for v in terms.values()]).sum()  # autocast may mix dtypes
         return out
+
+    # checkpoint
+
+    def save(self, path: Path, summary: dict[str, Any]) -> None:
+        """Write the weights with what `from_checkpoint` needs to rebuild the model (its configuration, the
+        number of training identities, the text hidden size) and the training `summary`."""
+        meta = {
+            "config": params_to_dict(self.params),
+            "num_classes": self.classifier.shape[1],
+            "text_hidden_size": self.sentence_mean.shape[0],
+            "summary": summary,
+        }
+        save_checkpoint(path, self.state_dict(), None, meta)
+
+    @classmethod
+    def from_checkpoint(cls, path: Path, params: Params | None = None) -> ACSA:
+        """The trained model saved at `path` (its file, or the folder holding model.safetensors), in eval
+        mode, with `model.params` the configuration it was trained with. With `params`, refuse (ConfigError)
+        a model whose image, model or text configuration differs from it, training-only keys aside."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / paths.MODEL_FILE
+        checkpoint = load_checkpoint(path)
+        trained = params_from_dict(checkpoint.meta["config"])
+        if params is not None:
+            current, stored = params_to_dict(params), params_to_dict(trained)
+            differing = [
+                f"{section}.{key}"
+                for section in MODEL_SECTIONS
+                for key in current[section]
+                if current[section][key] != stored[section][key]
+                and f"{section}.{key}" not in TRAINING_ONLY_KEYS
+            ]
+            if differing:
+                raise ConfigError(
+                    f"{path} was trained with a different configuration "
+                    f"({', '.join(differing)}); retrain it (dvc repro) or evaluate with its params"
+                )
+        model = cls(
+            trained,
+            num_classes=checkpoint.meta["num_classes"],
+            text_hidden_size=checkpoint.meta["text_hidden_size"],
+            pretrained=False,  # weights come from the checkpoint: never re-read image.pretrained_path
+        )
+        model.load_state_dict(checkpoint.model_state)
+        model.eval()
+        return model

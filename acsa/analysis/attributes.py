@@ -6,7 +6,8 @@ For every test query (a caption) with its fused ranking:
 - confusions: for each R@1 miss, the attributes on which the top-1 (wrong) image's identity differs from the
   query's identity. Counted among misses whose caption states the attribute (the model ranked first an
   identity that contradicts what the caption says) and among all misses.
-Pure functions over plain dicts: the explain stage calls them and writes the result as JSON.
+Pure functions over plain dicts: the explain stage calls them and writes the result as JSON
+(attribute_errors.json, docs/data.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Loss terms as pure functions (method.md §2-3). Shapes: B pairs of a batch, D embed dim, C identities.
+"""Loss terms as pure functions (docs/method.md, sections 2 and 4).
+
+Shapes: B pairs of a batch, D embed dim, C identities.
 
 Row i of a batch is one (image, caption) pair with identity labels[i]; every image-caption pair of the same
 identity is a positive.

@@ -1,12 +1,13 @@
-"""Asymmetric cross-attention between image tokens and noun phrases, and the batched local score (§3).
+"""The blocked kernel of the local score: S(i, t) for every (caption, image) pair, or for each caption's
+candidate images, computed exactly without ever forming the attention context of every pair.
 
-For image i with tokens r and caption t with phrases p (method.md §3):
-    Q = Linear(tokens)  V_img = Linear(tokens)  K = LN(Linear(phrases))  V_txt = LN(Linear(phrases))
-    s[r,p] = LeakyReLU(cos(Q_r, K_p));  s[:,p] /= |s[:,p]|_2 (over r)
-    a[r,:] = softmax over real phrases of (lambda * s[r,:])
-    c_r = sum_p a[r,p] V_txt_p;  S(i,t) = mean_r cos(V_img_r, c_r)
+The score is the asymmetric cross-attention of acsa.model.cross_attention, which holds the parameters, the
+projections and the equation as the paper writes it (`AsymmetricCrossAttention.similarity`: the reference
+this kernel is tested equal to, in values and gradients). Here it is computed from projected tokens
+(`ProjectedImages`, `ProjectedPhrases`); the kernel has no parameters. Training scores the batch's B x B pairs
+with it, validation and evaluation score whole galleries.
 
-Exact batched form, without ever building c_r for every (image, caption) pair:
+Exact batched form, for image i with tokens r and caption t with phrases p, a[r, p] the attention weights:
     V_img_r . c_r = sum_p a[r,p] (V_img_r . V_txt_p)     -> one product [T*P, d] @ [d, R*I]
     |c_r|^2       = sum_{p,q} a[r,p] a[r,q] G_t[p,q]     -> G_t = V_txt V_txt^T, a P x P Gram per caption
 and the attention logits need only Q.K products (another [T*P, d] @ [d, R*I]). The softmax is left
@@ -21,12 +22,11 @@ each caption's candidate set), then scored in chunks. When a chunk's candidates 
 most `dense_ratio` x k images) every caption x union pair is scored as one dense block and the candidates
 picked out; otherwise each caption's candidates are copied into a reused buffer and scored with one
 [P, d] @ [d, R*k] product per caption. That copy is what bounds the re-rank on a CPU: each pair needs
-2 x R x d floats of image tokens (43 KB at d = 768) for 4 x R x P x d FLOPs, about 5 FLOPs per byte,
-fetched from scattered gallery rows.
+2 x R x d floats of image tokens for 4 x R x P x d FLOPs, a few FLOPs per byte fetched from scattered
+gallery rows (BENCHMARKS.md has the measured rates).
 
 Axis legend: i images, r image tokens, t captions, p and q phrases, k candidate images per caption,
-d projection dim. Padded phrases (mask False) are excluded from the softmax when `mask_padding`; the released
-code attends to them (`mask_padding=False`). A caption without any real phrase scores 0.
+d projection dim. Padded phrases (mask False) get no weight; a caption without any real phrase scores 0.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 EPS = 1e-8
 # exp() arguments are shifted by the largest possible logit (lambda, since |s| <= 1 after the
@@ -84,10 +84,6 @@ class _TextSide:
 
     def __getitem__(self, rows: slice | Tensor) -> _TextSide:
         return _TextSide(self.key[rows], self.value[rows], self.gram[rows], self.bias[rows])
-
-
-def _l2norm(x: Tensor, dim: int) -> Tensor:
-    return x / (x.norm(dim=dim, keepdim=True) + EPS)
 
 
 def _token_major(x: Tensor) -> Tensor:
@@ -175,50 +171,13 @@ class _BlockRunner:
             future.result()
 
 
-class AsymmetricCrossAttention(nn.Module):
-    """Image tokens query noun phrases; scores every (caption, image) pair exactly or a candidate list."""
+class LocalSimilarityKernel:
+    """S(i, t) from projected tokens, for every pair (`score_pairwise`) or for candidate lists
+    (`score_candidates`). `attention_scale` is lambda of the phrase softmax, `leaky_slope` the LeakyReLU's."""
 
-    def __init__(
-        self,
-        dim: int,
-        attention_scale: float = 20.0,
-        leaky_slope: float = 0.1,
-        mask_padding: bool = True,
-    ) -> None:
-        super().__init__()
+    def __init__(self, attention_scale: float, leaky_slope: float) -> None:
         self.attention_scale = attention_scale
         self.leaky_slope = leaky_slope
-        self.mask_padding = mask_padding
-        self.query = nn.Linear(dim, dim)
-        self.image_value = nn.Linear(dim, dim)
-        self.key = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
-        self.text_value = nn.Sequential(nn.Linear(dim, dim), nn.LayerNorm(dim))
-
-    # projections: once per gallery / query set, then any number of scorings
-
-    def project_images(self, image_tokens: Tensor) -> ProjectedImages:
-        """[I, R, D] image tokens -> normalised queries and image values."""
-        value = self.image_value(image_tokens)
-        return ProjectedImages(
-            query=_l2norm(self.query(image_tokens), -1), value=value, value_norm=value.norm(dim=-1)
-        )
-
-    def project_phrases(self, phrase_tokens: Tensor, phrase_mask: Tensor) -> ProjectedPhrases:
-        """[T, P, D] phrase tokens + [T, P] mask -> normalised keys and text values."""
-        mask = phrase_mask.bool() if self.mask_padding else torch.ones_like(phrase_mask, dtype=torch.bool)
-        return ProjectedPhrases(
-            key=_l2norm(self.key(phrase_tokens), -1), value=self.text_value(phrase_tokens), mask=mask
-        )
-
-    # scores on projected tokens
-
-    def _attention(self, logits: Tensor, mask: Tensor) -> Tensor:
-        """logits [..., R, P] cosines Q.K (r on axis -2), mask broadcastable to them -> a [..., R, P]."""
-        s = F.leaky_relu(logits, self.leaky_slope)
-        s = _l2norm(s, -2)  # over image tokens r, per phrase
-        s = (self.attention_scale * s).masked_fill(~mask, torch.finfo(s.dtype).min)
-        # x mask: a caption with no real phrase gets no context (its softmax over nothing would be uniform)
-        return torch.softmax(s, dim=-1) * mask
 
     def _constant_shift(self, dtype: torch.dtype) -> bool:
         bound = abs(self.attention_scale) * (1.0 + abs(self.leaky_slope))
@@ -334,7 +293,8 @@ class AsymmetricCrossAttention(nn.Module):
         `text_chunk` (and _BLOCK_TEXTS). A chunk whose union of candidates is at most `dense_ratio` x k
         images is scored densely against that union (efficient products, some pairs not needed); otherwise
         each caption's candidates are gathered (only the needed pairs, but a copy of scattered gallery rows
-        per pair, which costs more than the products on a CPU; 4 measured as the break-even there).
+        per pair, which costs more than the products on a CPU; the default 4 is the break-even measured there,
+        BENCHMARKS.md).
         """
         num_texts, k = candidates.shape
         out = images.query.new_empty(num_texts, k)
@@ -394,48 +354,3 @@ class AsymmetricCrossAttention(nn.Module):
         image_block = max(1, max_elements // (num_texts * num_phrases * gather.num_tokens))
         blocks = range(0, union.numel(), image_block)
         return torch.cat([self._block(text, *gather(union[u : u + image_block])) for u in blocks], dim=1)
-
-    # convenience entry points on unprojected tokens
-
-    def pairwise_local_similarity(
-        self,
-        image_tokens: Tensor,
-        phrase_tokens: Tensor,
-        phrase_mask: Tensor,
-        text_chunk: int = 128,
-        image_chunk: int = 512,
-    ) -> Tensor:
-        """image_tokens [I, R, D], phrase_tokens [T, P, D], phrase_mask [T, P] -> S [T texts, I images]."""
-        return self.score_pairwise(
-            self.project_images(image_tokens),
-            self.project_phrases(phrase_tokens, phrase_mask),
-            text_chunk=text_chunk,
-            image_chunk=image_chunk,
-        )
-
-    forward = pairwise_local_similarity
-
-    def rerank_local_similarity(
-        self,
-        image_tokens: Tensor,
-        phrase_tokens: Tensor,
-        phrase_mask: Tensor,
-        candidates: Tensor,
-        text_chunk: int = 128,
-        dense_ratio: float = 4.0,
-    ) -> Tensor:
-        """S for each caption's candidate images (e.g. its global top-k): candidates [T, k] long -> [T, k]."""
-        return self.score_candidates(
-            self.project_images(image_tokens),
-            self.project_phrases(phrase_tokens, phrase_mask),
-            candidates,
-            text_chunk=text_chunk,
-            dense_ratio=dense_ratio,
-        )
-
-    def attention_weights(self, image_tokens: Tensor, phrase_tokens: Tensor, phrase_mask: Tensor) -> Tensor:
-        """a [R, P] of one image (tokens [R, D]) attending over one caption's phrases ([P, D], mask [P])."""
-        images = self.project_images(image_tokens[None])
-        phrases = self.project_phrases(phrase_tokens[None], phrase_mask[None])
-        logits = images.query[0] @ phrases.key[0].T  # [r, p]
-        return self._attention(logits, phrases.mask[0][None, :])

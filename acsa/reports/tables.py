@@ -1,5 +1,5 @@
-"""Helpers of the ablation report (notebooks/ablations.py): which variants exist, their metrics with seed
-spread and the written findings (figures: acsa/report_figures.py).
+"""Tables of the ablation report (notebooks/ablations.py): which variants exist, their metrics with seed
+spread and the written findings (figures: acsa.reports.figures).
 
 Everything here reads the stages' outputs and presents them; nothing is trained or scored:
   params.yaml `ablations`                     the variants and their overrides (the main model has none)

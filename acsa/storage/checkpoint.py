@@ -1,4 +1,4 @@
-"""Safe, atomic, resumable checkpoints: one safetensors file each, never a pickle.
+"""The checkpoint file format: one safetensors file each, written atomically, never a pickle.
 
 File format (format version 1): a standard safetensors file whose string metadata holds
 
@@ -7,8 +7,8 @@ File format (format version 1): a standard safetensors file whose string metadat
     "acsa.structure"       JSON of {"model": ..., "optimizer": ..., "meta": ...}
 
 In the structure JSON every tensor is replaced by {"__tensor__": name} and stored in the file under that name:
-model weights as "model.<key>", optimizer tensors as "optim.state.<param id>.<key>", tensors in meta (e.g. the
-torch RNG state) as "meta.<path>". JSON cannot express tuples or non-string dict keys (AdamW's betas, the
+model weights as "model.<key>", optimizer tensors as "optim.state.<param id>.<key>", tensors in meta as
+"meta.<path>". JSON cannot express tuples or non-string dict keys (AdamW's betas, the
 optimizer's integer param ids), so they are tagged as {"__tuple__": [...]} and {"__items__": [[key, value]]}.
 Floats round-trip exactly (Python writes the shortest repr that reads back to the same double).
 
@@ -16,14 +16,13 @@ Every file training writes has this format: the per-epoch checkpoints (model, op
 epoch's weights (optimizer None) and the trained model (optimizer None; meta holds the configuration, the
 number of identities, the text hidden size and the training summary).
 Nothing here calls pickle or torch.load: a pickle or torch.save file is refused before it is read.
+Which files a training run keeps, and when it continues from one, is acsa.training.resume's business.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,15 +36,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-log = logging.getLogger(__name__)
+from acsa.errors import CheckpointError, one_line
 
 FORMAT_VERSION = "1"
 _FORMAT, _VERSION, _STRUCTURE = "acsa.format", "acsa.format_version", "acsa.structure"
 _TENSOR, _TUPLE, _ITEMS = "__tensor__", "__tuple__", "__items__"
-
-
-class CheckpointError(ValueError):
-    """A file that is not a readable checkpoint of this format; the message is one line naming the path."""
 
 
 @dataclass(frozen=True)
@@ -172,109 +167,6 @@ def check_checkpoint(path: Path) -> None:
         _decode_all(path, _parse_json(path, metadata, _STRUCTURE), set(f.keys()), lambda name: None)
 
 
-def latest_good_checkpoint(folder: Path, pattern: str = "epoch-*.safetensors") -> Path | None:
-    """The newest checkpoint in `folder` (by the numbers in its name) that opens and parses, or None.
-
-    Validation reads the header and structure only, not the tensors; safetensors checks the header against the
-    file size, so a truncated file is caught.
-    """
-    candidates = sorted(Path(folder).glob(pattern), key=_name_order, reverse=True)
-    broken: list[Path] = []
-    for path in candidates:
-        try:
-            check_checkpoint(path)
-        except CheckpointError as err:
-            log.warning("skipping unusable checkpoint: %s", err)
-            broken.append(path)
-            continue
-        if broken:
-            log.warning("using the previous good checkpoint %s instead of %s", path, broken[0])
-        return path
-    return None
-
-
-class CheckpointFolder:
-    """The resume state of one training run, in one folder:
-
-        epoch-NNN.safetensors       model, optimizer and meta after epoch NNN (the newest few epochs)
-        best-epoch-NNN.safetensors  model weights of epoch NNN, the best so far of some kept epoch file
-        .lock                       locked (flock) by the process that trains into the folder
-
-    Every epoch file names its own best epoch, so a best file is never overwritten while a kept epoch file
-    still refers to it: whatever moment a run is killed at, the newest good epoch file and its best agree.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def epoch_path(self, epoch: int) -> Path:
-        return self.root / f"epoch-{epoch:03d}.safetensors"
-
-    def best_path(self, epoch: int) -> Path:
-        return self.root / f"best-epoch-{epoch:03d}.safetensors"
-
-    def latest(self) -> Path | None:
-        """The newest epoch checkpoint that opens (see `latest_good_checkpoint`)."""
-        return latest_good_checkpoint(self.root, "epoch-*.safetensors")
-
-    def files(self) -> list[Path]:
-        return (
-            sorted(p for p in self.root.glob("*") if p.is_file() and p.name != ".lock")
-            if self.root.is_dir()
-            else []
-        )
-
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the folder for this process; a second run training into it fails at once with CheckpointError.
-
-        The lock dies with its process (even on SIGKILL), so a crashed run never blocks the next one.
-        """
-        self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            yield
-            return
-        with open(self.root / ".lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CheckpointError(
-                    f"{self.root}: another training run is writing checkpoints here (it holds .lock)"
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def remove_temporary_files(self) -> None:
-        """Delete the half-written files of a process killed inside `save_checkpoint`."""
-        for path in self.root.glob(".*.tmp"):
-            log.info("removing %s, left by an interrupted checkpoint write", path)
-            path.unlink(missing_ok=True)
-
-    def prune(self, keep_epochs: int, best_epochs: set[int]) -> None:
-        """Keep the newest `keep_epochs` epoch files and the best files of `best_epochs`."""
-        for path in sorted(self.root.glob("epoch-*.safetensors"), key=_name_order)[:-keep_epochs]:
-            path.unlink(missing_ok=True)
-        for path in self.root.glob("best-epoch-*.safetensors"):
-            if _name_order(path)[0][:1] not in {(epoch,) for epoch in best_epochs}:
-                path.unlink(missing_ok=True)
-
-    def clear(self, lock: bool = False) -> None:
-        """Delete the checkpoints (and the lock file, once no run holds it) but keep the folder: DVC fails a
-        stage whose declared output is missing."""
-        if self.root.is_dir():
-            for path in self.root.iterdir():
-                if path.is_file() and (lock or path.name != ".lock"):
-                    path.unlink(missing_ok=True)
-
-
-def _name_order(path: Path) -> tuple[tuple[int, ...], str]:
-    return tuple(int(n) for n in re.findall(r"\d+", path.name)), path.name
-
-
 @contextmanager
 def _open(path: Path, kind: str, map_location: str | torch.device) -> Iterator[tuple[Any, dict[str, str]]]:
     """Sniff the file, open it with safetensors and check its acsa format; yields (handle, metadata)."""
@@ -282,7 +174,7 @@ def _open(path: Path, kind: str, map_location: str | torch.device) -> Iterator[t
     try:
         handle = safe_open(str(path), framework="pt", device=str(map_location))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
     with handle as f:
         metadata = f.metadata() or {}
         if _FORMAT not in metadata:
@@ -302,7 +194,7 @@ def _sniff(path: Path) -> None:
             head = f.read(9)
         size = path.stat().st_size
     except OSError as err:
-        raise CheckpointError(f"{path}: cannot read ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: cannot read ({one_line(err)})") from None
     if len(head) < 9 or head[8:9] != b"{":  # safetensors: 8-byte header length, then the JSON header
         if head.startswith(b"PK\x03\x04"):
             raise CheckpointError(f"{path}: a zip archive (torch.save output?); refusing to unpickle it")
@@ -317,7 +209,7 @@ def _parse_json(path: Path, metadata: dict[str, str], key: str) -> Any:
     try:
         return json.loads(metadata[key])
     except (KeyError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: metadata {key} missing or not JSON ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: metadata {key} missing or not JSON ({one_line(err)})") from None
 
 
 def _decode_all(path: Path, structure: Any, stored: set[str], get_tensor: Callable[[str], Any]) -> Any:
@@ -346,7 +238,7 @@ def _decode_all(path: Path, structure: Any, stored: set[str], get_tensor: Callab
     except CheckpointError:
         raise
     except (TypeError, ValueError, KeyError, SafetensorError) as err:  # a structure this code did not write
-        raise CheckpointError(f"{path}: malformed structure ({_one_line(err)})") from None
+        raise CheckpointError(f"{path}: malformed structure ({one_line(err)})") from None
     if used != stored:
         raise CheckpointError(f"{path}: {len(stored - used)} stored tensors are not named in the structure")
     return decoded
@@ -354,7 +246,3 @@ def _decode_all(path: Path, structure: Any, stored: set[str], get_tensor: Callab
 
 def _hashable(key: Any) -> Any:
     return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())

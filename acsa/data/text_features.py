@@ -1,0 +1,133 @@
+"""Where a batch's text features come from: cached frozen features (the embed_text stage's output, read into
+a `TextBank`), or token ids for a fine-tuned encoder.
+
+Both text sources expose `encode(model, rows, device) -> TextFeatures`, so training and scoring do not care
+which. Axes: N captions, U unique phrases, P phrases per caption, D text hidden size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from acsa import paths
+from acsa.errors import DataError, one_line
+
+
+class TextBank:
+    """Frozen text features of one split: sentence [N, D] and per-caption phrases gathered from [U, D]."""
+
+    def __init__(self, sentence: torch.Tensor, phrases: torch.Tensor, phrase_index: torch.Tensor) -> None:
+        self.sentence = sentence  # [N, D]
+        self.phrases = phrases  # [U, D]
+        self.phrase_index = phrase_index  # [N, P], -1 = padding
+
+    @classmethod
+    def load(cls, features_path: Path, split: dict, split_name: str) -> TextBank:
+        if not Path(features_path).is_file():
+            raise FileNotFoundError(f"{features_path}: not found (run the embed_text stage first)")
+        features = load_file(str(features_path))
+        key = f"{split_name}.sentence"
+        if key not in features:
+            raise DataError(f"{features_path}: no features for split {split_name!r}")
+        sentence = features[key]
+        if sentence.shape[0] != len(split["captions"]):
+            raise DataError(
+                f"{features_path}: {key} has {sentence.shape[0]} rows but the split has "
+                f"{len(split['captions'])} captions (stale features: rerun dvc repro)"
+            )
+        return cls(sentence, features["phrases"], torch.tensor(split["phrase_index"], dtype=torch.long))
+
+    def __len__(self) -> int:
+        return self.sentence.shape[0]
+
+    def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(sentence [B, D], phrases [B, P, D] with zeros at padding, phrase_mask [B, P] bool)."""
+        index = self.phrase_index[rows]  # [B, P]
+        mask = index >= 0
+        phrases = self.phrases[index.clamp(min=0)] * mask.unsqueeze(-1)  # [B, P, D]
+        return self.sentence[rows], phrases, mask
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-dimension (sentence mean, sentence std, phrase mean, phrase std) of this split's features.
+
+        Sentences and phrases get their own statistics: frozen features of template sentences are nearly
+        collinear while single phrases spread much more. Only the phrases this split uses count: the
+        unique-phrase table also holds other splits' phrases.
+        """
+        used = torch.unique(self.phrase_index[self.phrase_index >= 0])
+        phrases = self.phrases[used]
+        return (
+            self.sentence.mean(0),
+            self.sentence.std(0).clamp(min=1e-6),
+            phrases.mean(0),
+            phrases.std(0).clamp(min=1e-6),
+        )
+
+
+class FrozenTextSource:
+    """Pooled hidden states computed once by the embed_text stage (a frozen encoder costs nothing per
+    epoch)."""
+
+    def __init__(self, bank: TextBank) -> None:
+        self.bank = bank
+
+    def __len__(self) -> int:
+        return len(self.bank)
+
+    def encode(self, model, rows: torch.Tensor, device: torch.device):
+        sentence, phrases, mask = self.bank.batch(rows)
+        return model.encode_text(sentence.to(device), phrases.to(device), mask.to(device))
+
+
+class TokenTextSource:
+    """Token ids of captions and of their noun phrases, for a text encoder that is fine-tuned."""
+
+    def __init__(self, tokens_path: Path, split: dict, split_name: str) -> None:
+        tokens = load_file(str(tokens_path))
+        self.caption_ids = tokens[f"{split_name}.caption_input_ids"].long()  # [N, L]
+        self.caption_mask = tokens[f"{split_name}.caption_attention_mask"].long()
+        self.phrase_ids = tokens["phrase_input_ids"].long()  # [U, Lp]
+        self.phrase_token_mask = tokens["phrase_attention_mask"].long()
+        self.phrase_index = torch.tensor(split["phrase_index"], dtype=torch.long)  # [N, P], -1 = padding
+
+    def __len__(self) -> int:
+        return self.caption_ids.shape[0]
+
+    def encode(self, model, rows: torch.Tensor, device: torch.device):
+        index = self.phrase_index[rows]  # [B, P]
+        safe = index.clamp(min=0)
+        return model.encode_text_tokens(
+            self.caption_ids[rows].to(device),
+            self.caption_mask[rows].to(device),
+            self.phrase_ids[safe].to(device),  # [B, P, Lp]
+            self.phrase_token_mask[safe].to(device),
+            (index >= 0).to(device),
+        )
+
+
+def open_text_source(
+    finetune: bool, prepared_dir: Path, features_path: Path, split: dict, split_name: str
+) -> FrozenTextSource | TokenTextSource:
+    """The text source of a split: token ids when the text encoder is fine-tuned, else the frozen features;
+    a file that is not safetensors is a one-line DataError."""
+    source = Path(prepared_dir) / paths.TOKENS_FILE if finetune else Path(features_path)
+    try:
+        if finetune:
+            return TokenTextSource(source, split, split_name)
+        return FrozenTextSource(TextBank.load(source, split, split_name))
+    except SafetensorError as err:
+        raise DataError(f"{source}: not a readable safetensors file ({one_line(err)})") from None
+
+
+def text_statistics(
+    source: FrozenTextSource | TokenTextSource, features_path: Path, split: dict, split_name: str
+):
+    """Per-dimension mean and std of a (training) split's frozen sentence and phrase features, which the model
+    standardises with (`TextBank.statistics`); read from the features file when `source` holds token ids."""
+    if isinstance(source, FrozenTextSource):
+        return source.bank.statistics()
+    return TextBank.load(features_path, split, split_name).statistics()

@@ -1,0 +1,42 @@
+"""Every error a user can cause, and the one way they are shown: one line, no traceback.
+
+A stage run through `acsa.cli.run_stage` turns these (and OSError: a missing or unreadable file) into
+`error: <one line>` on stderr and exit status 2; `NonFiniteLossError` exits with status 3.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A params file or override that does not match the configuration schema."""
+
+
+class DataError(ValueError):
+    """Bad benchmark input or prepared data; the message is one line naming the file and the record."""
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable checkpoint of this format; the message is one line naming the path."""
+
+
+class NotebookError(RuntimeError):
+    """A cell of a report notebook failed; the message names the cell and the error."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN or infinite loss: training stops and the last good checkpoint is kept."""
+
+
+# Errors caused by the user's input or files: reported as one line, exit status 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    NotebookError,
+    OSError,
+)
+
+
+def one_line(err: BaseException | str) -> str:
+    """The message of `err` with every run of whitespace (newlines included) collapsed to one space."""
+    return " ".join(str(err).split())

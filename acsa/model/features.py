@@ -1,0 +1,43 @@
+"""What the model returns: named features of a batch of images or captions, and helpers that treat every
+field alike (concatenate batches, move to a device)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ImageFeatures:
+    """What the image encoder returns for a batch of images."""
+
+    global_feat: Tensor  # [B, D] pooled last stage -> Linear -> BatchNorm neck (global alignment)
+    tokens: Tensor  # [B, R, D] image token set for the cross-attention: [mean, regions..., windows...]
+
+
+@dataclass
+class TextFeatures:
+    global_feat: Tensor  # [B, D] sentence -> standardise -> Linear -> BatchNorm neck (global alignment)
+    phrase_tokens: Tensor  # [B, P, D] phrases -> standardise -> Linear (the cross-attention's K/V follow)
+    phrase_mask: Tensor  # [B, P] bool, True = real phrase
+
+
+Features = TypeVar("Features", ImageFeatures, TextFeatures)
+
+
+def cat_features(parts: list[Features]) -> Features:
+    """Concatenate a list of feature dataclasses (one per batch) field by field along dim 0."""
+    first = parts[0]
+    return type(first)(
+        **{f.name: torch.cat([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(first)}
+    )
+
+
+def features_to(features: Features, device: torch.device | str) -> Features:
+    return type(features)(
+        **{f.name: getattr(features, f.name).to(device) for f in dataclasses.fields(features)}
+    )

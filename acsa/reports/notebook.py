@@ -1,0 +1,106 @@
+"""Notebook -> report: jupytext converts a percent-format .py to a temporary .ipynb (papermill reads only
+.ipynb), papermill injects the parameters after the cell tagged `parameters` and runs it with the `python3`
+kernel (this environment's Python) in the current folder, and nbconvert renders one HTML page that opens
+offline (code hidden, figures embedded as PNG, no script from a CDN)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from acsa.errors import ConfigError, NotebookError
+
+log = logging.getLogger(__name__)
+
+KERNEL = "python3"
+
+
+def to_ipynb(source: Path, target: Path) -> None:
+    """jupytext .py (percent format) -> .ipynb with the kernel papermill will use."""
+    import jupytext
+
+    notebook = jupytext.read(source)
+    notebook.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    jupytext.write(notebook, target)
+
+
+def check_parameters(ipynb: Path, parameters: dict[str, Any]) -> None:
+    import papermill
+
+    known = papermill.inspect_notebook(str(ipynb))
+    unknown = sorted(set(parameters) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{ipynb.stem}: unknown parameters {unknown} (the notebook takes: {', '.join(known)})"
+        )
+
+
+# nbconvert's lab template with the blocks that load JavaScript from a CDN left empty: require.js, MathJax
+# (the reports use no LaTeX) and mermaid (imported only for diagrams, but its URL would still be in the page).
+OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
+{% block html_head_js_requirejs %}{% endblock html_head_js_requirejs %}
+{% block html_head_js_mathjax %}{% endblock html_head_js_mathjax %}
+{% block html_head_js_mermaidjs %}{% endblock html_head_js_mermaidjs %}
+"""
+
+
+def render_html(executed: Path, html: Path, title: str) -> None:
+    """The executed notebook as one standalone page: no code (--no-input), figures as embedded PNG, no script
+    fetched from a network (--HTMLExporter.mathjax_url= --HTMLExporter.require_js_url=, and no mermaid)."""
+    import jinja2
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(
+        exclude_input=True,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        mathjax_url="",
+        require_js_url="",
+        embed_images=True,
+        extra_loaders=[jinja2.DictLoader({"acsa_offline.html.j2": OFFLINE_TEMPLATE})],
+        template_file="acsa_offline.html.j2",
+    )
+    notebook = nbformat.read(executed, as_version=4)
+    notebook.metadata["title"] = title
+    body, _ = exporter.from_notebook_node(notebook)
+    html.parent.mkdir(parents=True, exist_ok=True)
+    tmp = html.with_name(f".{html.name}.tmp")
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(html)
+
+
+def run_report(source: Path, html: Path, notebook: Path | None, parameters: dict[str, Any]) -> None:
+    """Execute `source` with `parameters` and render it (see the module docstring)."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: notebook source not found")
+    with tempfile.TemporaryDirectory(prefix="acsa-report-") as tmp:
+        ipynb = Path(tmp) / f"{source.stem}.ipynb"
+        to_ipynb(source, ipynb)
+        check_parameters(ipynb, parameters)
+        executed = notebook or Path(tmp) / f"{source.stem}.executed.ipynb"
+        executed.parent.mkdir(parents=True, exist_ok=True)  # papermill does not create it
+        try:
+            papermill.execute_notebook(
+                str(ipynb),
+                str(executed),
+                parameters=parameters,
+                kernel_name=KERNEL,
+                cwd=str(Path.cwd()),
+                progress_bar=False,
+                # the kernel's own log (a TCP notice; the KeyboardInterrupt jupyter_client sends at shutdown)
+                # is noise in a stage's output; cell errors still surface through papermill
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            )
+        except PapermillExecutionError as err:
+            where = f"; traceback in {executed}" if notebook else ""
+            raise NotebookError(
+                f"{source}: cell {err.exec_count} failed: {err.ename}: {err.evalue}{where}"
+            ) from None
+        render_html(executed, html, title=f"ACSA {source.stem.replace('_', ' ')} report")
+    log.info("%s -> %s%s", source, html, f" and {notebook}" if notebook else "")

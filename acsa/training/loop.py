@@ -1,0 +1,239 @@
+"""The training loop: identity-aware batches, AdamW groups, a step-based schedule, per-epoch validation,
+atomic per-epoch checkpoints and resume, in one process or several (acsa.training.distributed). No argparse
+and no fixed paths: the train stage passes them in.
+
+Resume (acsa.training.resume; README, Resuming): a run that finds a good checkpoint of the same
+configuration and data continues after it. The randomness of an epoch (batch order, augmentation, dropout)
+is a function of (seed, epoch, rank) alone, so a continued run computes what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from acsa.config import Params, params_to_dict
+from acsa.data.image_tables import RowImages
+from acsa.data.prepared import Split, load_prepared, read_split
+from acsa.data.sampler import IdentityBatchSampler
+from acsa.data.text_features import text_statistics
+from acsa.errors import ConfigError, NonFiniteLossError
+from acsa.model.acsa import ACSA
+from acsa.paths import SPLITS_FILE, TOKENS_FILE
+from acsa.runtime import resolve_device, seed_everything, set_threads
+from acsa.scoring.retrieval import choose_fusion_weight, metrics_by_kind, score_split
+from acsa.storage.checkpoint import load_checkpoint
+from acsa.training.distributed import Dist, all_agree, broadcast_int, convert_batchnorm, wrap
+from acsa.training.live import log_epoch, open_live
+from acsa.training.resume import CheckpointFolder, RunState, data_fingerprint, resume_checkpoint, save_epoch
+from acsa.training.schedule import learning_rate_factor, parameter_groups
+from acsa.training.step import TrainStep, training_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    prepared: Path  # the prepare stage's output
+    features: Path  # the embed_text stage's features.safetensors
+    checkpoints: Path  # per-epoch checkpoints (kept across runs for resume)
+    live: Path  # DVCLive folder: metrics.json and plots
+
+
+@torch.no_grad()
+def validate(model: ACSA, params: Params, split: Split, device: torch.device) -> dict:
+    """Validation metrics; the fused score uses the best fusion weight on this (validation) split."""
+    model.eval()
+    scores = score_split(model, split, params.evaluate, device, local_mode="exact")
+    query_ids, gallery_ids = split.query_ids, split.gallery_ids
+    weight, _ = choose_fusion_weight(scores, query_ids, gallery_ids, params.evaluate.fusion_weights)
+    results = metrics_by_kind(scores, query_ids, gallery_ids, weight)
+    flat = {f"val/{kind}/{key}": value for kind, metrics in results.items() for key, value in metrics.items()}
+    flat["val/fusion_weight"] = weight
+    flat["val/selection_R1"] = results.get("fused", results["global"])["R1"]
+    return flat
+
+
+def epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[int, int]:
+    """(global RNG seed: dropout; augmentation generator seed) of one epoch on one rank."""
+    first, second = np.random.SeedSequence([seed, epoch, rank]).generate_state(2)
+    return int(first), int(second)
+
+
+def check_finite(
+    losses: dict[str, Tensor], epoch: int, step: int, ctx: Dist, device: torch.device, kept: Path | None
+) -> None:
+    """Raise NonFiniteLossError, on every rank at once, when a loss term is NaN or infinite on any rank."""
+    bad = {name: float(value.detach()) for name, value in losses.items() if not torch.isfinite(value)}
+    if all_agree(not bad, ctx, device):
+        return
+    what = (
+        ", ".join(f"{name} is {value}" for name, value in bad.items())
+        or "a loss is not finite on another rank"
+    )
+    where = f"{kept} is kept" if kept is not None else "no checkpoint was written yet"
+    raise NonFiniteLossError(
+        f"{what} at epoch {epoch}, step {step}: training stopped ({where}); lower train.lr or check the data"
+    )
+
+
+# ---- the loop ----------------------------------------------------------------------------------------------
+
+
+def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torch.device | None = None):
+    """Train (continuing from a good checkpoint in paths.checkpoints); returns (model, summary).
+
+    `ctx` places this process in a multi-process run (acsa.training.distributed); on rank 0 the returned
+    model holds the best epoch's weights, on the others the last epoch's.
+    """
+    cfg = params.train
+    ctx = ctx or Dist()
+    device = device or resolve_device(cfg.device)
+    if cfg.batch_size % ctx.world_size:
+        raise ConfigError(
+            f"train.batch_size: {cfg.batch_size} is not divisible by {ctx.world_size} processes"
+        )
+    seed_everything(cfg.seed)
+    set_threads(cfg.threads)
+    prepared = load_prepared(paths.prepared)
+    train = read_split(prepared, paths.features, "train", params)
+    if "val" not in prepared.splits and ctx.is_main:
+        log.warning(
+            "%s has no validation split: the last epoch is kept, no model selection", prepared.dataset
+        )
+    val = (
+        read_split(prepared, paths.features, "val", params)
+        if ctx.is_main and "val" in prepared.splits
+        else None
+    )
+
+    statistics = text_statistics(train.text, paths.features, train.records, "train")
+    model = ACSA(
+        params, num_classes=len(train.records["original_ids"]), text_hidden_size=statistics[0].shape[0]
+    )
+    model.set_text_statistics(*statistics)
+    if ctx.enabled:
+        convert_batchnorm(model)
+    model.to(device)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, cfg, params.text.lr), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    sampler = IdentityBatchSampler(
+        train.records["labels"], cfg.batch_size, cfg.images_per_id, cfg.seed, ctx.rank, ctx.world_size
+    )
+    rows = RowImages(train.images, train.records["image_index"])
+    loader = DataLoader(rows, batch_sampler=sampler, num_workers=cfg.num_workers)
+    total_steps = cfg.epochs * len(sampler)
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    labels = torch.tensor(train.records["labels"])
+    step_fn = wrap(TrainStep(model, train.text, labels, params.loss, ctx), ctx)
+
+    folder = CheckpointFolder(paths.checkpoints)
+    config = params_to_dict(params)
+    text_input = Path(paths.prepared) / TOKENS_FILE if params.text.finetune else paths.features
+    data = data_fingerprint([Path(paths.prepared) / SPLITS_FILE, Path(text_input)]) if ctx.is_main else ""
+    with folder.lock() if ctx.is_main else contextlib.nullcontext():
+        checkpoint = resume_checkpoint(folder, config, data) if ctx.is_main else None
+        resumed = broadcast_int(checkpoint.meta["epoch"] if checkpoint else -1, ctx, device)
+        if resumed >= 0 and checkpoint is None:  # the other ranks read the file rank 0 chose
+            checkpoint = load_checkpoint(folder.epoch_path(resumed))
+        state = RunState()
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint.model_state)
+            optimizer.load_state_dict(checkpoint.optimizer_state)
+            state = RunState.from_meta(checkpoint.meta)
+            del checkpoint
+        live = open_live(paths.live, state.history) if ctx.is_main else None
+        started = time.perf_counter()
+        for epoch in range(state.epoch, cfg.epochs):
+            if state.step >= total_steps:
+                break
+            sampler.set_epoch(epoch)
+            kept = folder.epoch_path(epoch - 1) if epoch > 0 else None
+            logged = train_epoch(params, step_fn, loader, optimizer, state, epoch, total_steps, ctx, kept)
+            if ctx.is_main:
+                if val is not None:
+                    logged.update(validate(model, params, val, device))
+                save_epoch(folder, model, optimizer, state, logged, config, data)
+                log_epoch(live, logged)
+                log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in logged.items()})
+            state.epoch = epoch + 1
+            ctx.barrier()  # the other ranks wait for validation and checkpoint
+        if live is not None:
+            live.end()
+        if ctx.is_main:
+            if state.best["epoch"] < 0:
+                raise ConfigError("no epoch was trained: check train.epochs and train.max_steps")
+            model.load_state_dict(load_checkpoint(folder.best_path(state.best["epoch"])).model_state)
+    summary = {
+        "best_epoch": state.best["epoch"],
+        "steps": state.step,
+        "resumed_after_epoch": resumed,
+        "train_seconds_this_run": round(time.perf_counter() - started, 1),
+        "best_val_selection_R1": state.best["val/selection_R1"],
+    }
+    return model, summary
+
+
+def train_epoch(
+    params: Params,
+    step_fn: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    state: RunState,
+    epoch: int,
+    total_steps: int,
+    ctx: Dist,
+    kept: Path | None,
+) -> dict[str, float]:
+    """One epoch (or what `total_steps` leaves of it); returns its mean loss terms, throughput and lr.
+
+    `kept` is the newest checkpoint, named when a non-finite loss stops the run.
+    """
+    cfg = params.train
+    device = next(step_fn.parameters()).device
+    step_fn.train()
+    dropout_seed, augment_seed = epoch_seeds(cfg.seed, epoch, ctx.rank)
+    seed_everything(dropout_seed)
+    generator = torch.Generator().manual_seed(augment_seed)
+    sums: dict[str, float] = defaultdict(float)
+    batches = 0
+    started = time.perf_counter()
+    for images, batch_rows in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not ctx.is_main):
+        if state.step >= total_steps:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * learning_rate_factor(state.step, epoch, cfg, total_steps)
+        losses = training_step(
+            step_fn,
+            optimizer,
+            images,
+            batch_rows,
+            params.image,
+            generator,
+            device,
+            check=functools.partial(
+                check_finite, epoch=epoch, step=state.step, ctx=ctx, device=device, kept=kept
+            ),
+        )
+        state.step += 1
+        batches += 1
+        for name, value in losses.items():
+            sums[name] += float(value.detach())
+    seconds = time.perf_counter() - started
+    logged = {f"train/{name}": total / max(1, batches) for name, total in sums.items()}
+    logged["train/pairs_per_second"] = batches * cfg.batch_size / max(seconds, 1e-9)
+    logged["train/lr"] = optimizer.param_groups[-1]["lr"]
+    return logged
