@@ -1,4 +1,5 @@
-# Two entry points (see README): `make repro` runs the default pipeline, `make test` runs the test suite.
+# Two entry points (see README): `make repro` runs the default pipeline, `make test` lints (ruff) and runs the
+# test suite (what CI runs: .ci/run); `make lint` lints only.
 # Each creates the virtual environment when it is missing or out of date.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -22,8 +23,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 repro: $(VENV)/.installed
 	dvc repro
 
+LINTED := acsa tests benchmarks notebooks
+
 test: $(VENV)/.installed
+	$(PY) -m ruff check $(LINTED)
 	$(PY) -m pytest
 
 lint: $(VENV)/.installed
-	$(PY) -m ruff check acsa tests benchmarks
+	$(PY) -m ruff check $(LINTED)
