@@ -68,7 +68,7 @@ class AsymmetricCrossAttention(nn.Module):
     def similarity(self, image_tokens: Tensor, phrase_tokens: Tensor, phrase_mask: Tensor) -> Tensor:
         """S [T, I] of captions (phrase_tokens [T, P, D], phrase_mask [T, P]) and images (image_tokens
         [I, R, D]), as the module docstring writes it. Memory grows with T x I x R x P x d: for tests and
-        small inputs; scoring at scale uses `local_similarity`."""
+        small inputs; scoring at scale uses the kernel (`pairwise_local_similarity`)."""
         q = _l2norm(self.query(image_tokens), -1)  # [I, R, d]  unit Q: Q . K = cos(Q, K)
         v_img = self.image_value(image_tokens)  # [I, R, d]
         k = _l2norm(self.key(phrase_tokens), -1)  # [T, P, d]  unit K
