@@ -1,6 +1,7 @@
 """The one command line of every stage and tool: `--params FILE`, `--set KEY=VALUE` (repeatable, VALUE read
-as YAML), `--ablation NAME`, path options whose defaults come from acsa.paths, and `run_stage`, which sets up
-logging and turns a user error into one line on stderr (exit status 2; 3 for a non-finite loss).
+as YAML), `--configuration NAME` and `--study NAME` (of the study), path options whose defaults come from
+acsa.paths, and `run_stage`, which sets up logging and turns a user error into one line on stderr (exit
+status 2; 3 for a non-finite loss).
 
 `acsa.report` uses the same `--set NAME=VALUE` for its notebook parameters.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 from acsa import paths
 from acsa.config import Params, load_params, parse_override
-from acsa.errors import USER_ERRORS, NonFiniteLossError, one_line
+from acsa.errors import USER_ERRORS, ConfigError, NonFiniteLossError, RunError, one_line
 
 
 def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParser:
@@ -28,16 +29,21 @@ def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParse
     return parser
 
 
-def add_params_options(parser: argparse.ArgumentParser, ablation: bool = True) -> None:
-    """--params, --set SECTION.KEY=VALUE (repeatable) and, with `ablation`, --ablation NAME."""
+def add_params_options(parser: argparse.ArgumentParser, configuration: bool = True) -> None:
+    """--params, --set SECTION.KEY=VALUE (repeatable) and, with `configuration`, --configuration NAME."""
     parser.add_argument(
         "--params", type=Path, default=paths.PARAMS, help=f"params file (default: {paths.PARAMS})"
     )
     add_set_option(
         parser, "SECTION.KEY=VALUE", "override one parameter (repeatable), e.g. --set train.epochs=1"
     )
-    if ablation:
-        parser.add_argument("--ablation", default=None, help="apply the named ablation of the params file")
+    if configuration:
+        parser.add_argument(
+            "--configuration",
+            default=None,
+            metavar="NAME",
+            help="apply the overrides of study.configurations.NAME (params.yaml) before --set",
+        )
 
 
 def add_set_option(parser: argparse.ArgumentParser, metavar: str, help: str) -> None:
@@ -53,8 +59,20 @@ def add_path(parser: argparse.ArgumentParser, flag: str, default: Path | None, h
     parser.add_argument(flag, type=Path, default=default, help=f"{help}{shown}")
 
 
+def add_study_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """--study NAME: work on every run (seed) of study configuration NAME; implies --configuration NAME."""
+    parser.add_argument("--study", metavar="NAME", default=None, help=help)
+
+
 def params_from_args(args: argparse.Namespace) -> Params:
-    return load_params(args.params, ablation=getattr(args, "ablation", None), overrides=args.overrides)
+    """The params file with `--configuration` (or `--study`'s configuration) and `--set` applied."""
+    configuration = getattr(args, "configuration", None)
+    study = getattr(args, "study", None)
+    if study is not None:
+        if configuration not in (None, study):
+            raise ConfigError(f"--study {study} applies configuration {study}; leave out --configuration")
+        configuration = study
+    return load_params(args.params, configuration=configuration, overrides=args.overrides)
 
 
 def assignments(texts: list[str]) -> dict[str, Any]:
@@ -71,6 +89,9 @@ def run_stage(main: Callable[[list[str] | None], Any], argv: list[str] | None = 
     except NonFiniteLossError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(3)
+    except RunError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(err.exit_status)
     except USER_ERRORS as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)

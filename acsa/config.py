@@ -4,7 +4,8 @@ One dataclass per params.yaml section. The loader is strict: an unknown key, a m
 the wrong type is a one-line `ConfigError` naming the key (e.g. ``train.lr: expected float, got 'fast'``).
 
 Overrides are applied as dotted keys, in this order: the chosen ``preset`` (e.g. the paper configuration),
-then an ablation from ``ablations`` (DVC matrix stages), then explicit ``--set key=value`` overrides.
+then a configuration of the study (``study.configurations``, acsa.study), then explicit ``--set key=value``
+overrides.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class TrainConfig:
     gamma: float = 0.1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    threads: int = 0  # torch CPU threads; 0 = torch's default (side-by-side study runs share the cores)
+    parallel_runs: int = 0  # study runs trained side by side (acsa.train --study); 0 = all at once
     nproc_per_node: int = (
         1  # processes (GPUs) on this machine; > 1: acsa.train starts them (torchrun --standalone)
     )
@@ -143,7 +145,7 @@ _CHOICES = {
     "train.schedule": ("cosine", "step"),
     "evaluate.local_mode": ("exact", "rerank"),
 }
-_META_KEYS = ("preset", "presets", "ablations")
+_META_KEYS = ("preset", "presets", "study")
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -269,20 +271,25 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
 
 def load_params(
     path: str | Path = PARAMS,
-    ablation: str | None = None,
+    configuration: str | None = None,
     overrides: list[str] | dict[str, Any] | None = None,
     preset: str | None = None,
 ) -> Params:
-    """Load params.yaml, apply a preset (default: the file's `preset`), an optional ablation and explicit
-    overrides (`key=value` texts or a dict); validate strictly."""
+    """Load params.yaml, apply a preset (default: the file's `preset`), an optional configuration of the
+    study (its overrides in `study.configurations`) and explicit overrides (`key=value` texts or a dict);
+    validate strictly."""
     path = Path(path)
     raw = read_params_file(path)
     preset = raw.get("preset") if preset is None else preset
     if preset not in (None, "default"):
         raw = apply_overrides(raw, _named_overrides(raw, "presets", preset, path), f"presets.{preset}")
-    if ablation is not None:
+    if configuration is not None:
+        study = raw.get("study") if isinstance(raw.get("study"), dict) else {}
+        tables = {**(study.get("configurations") or {}), **(study.get("optional") or {})}
         raw = apply_overrides(
-            raw, _named_overrides(raw, "ablations", ablation, path), f"ablations.{ablation}"
+            raw,
+            _named_overrides({"study": tables}, "study", configuration, path),
+            f"study configuration {configuration}",
         )
     if overrides:
         if isinstance(overrides, list):

@@ -1,9 +1,10 @@
 """Stage `embed_text`: prepared tokens -> frozen text-encoder features, computed once for every run.
 
-Inputs:  params.yaml (text), PREPARED (default data/prepared: tokens.safetensors).
+Inputs:  params.yaml (text), PREPARED (default data/prepared: <split>/tokens.safetensors of every split).
 Outputs: OUT (default data/text_features), written atomically:
-  OUT/features.safetensors  `<split>.sentence` [captions, H] per split and `phrases` [unique phrases, H],
-                            pooled hidden states of the (frozen) text encoder
+  OUT/<split>.safetensors   `sentence` [captions, H] and `phrases` [the split's unique phrases, H], pooled
+                            hidden states of the (frozen) text encoder; metadata: the SHA-256 of the token
+                            file they encode (training and evaluation refuse features of other tokens)
   OUT/info.json             encoder, pooling, hidden size, counts
 
 A frozen text encoder costs nothing per training epoch: training and every ablation read these features.
@@ -21,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
 from acsa.config import Params
+from acsa.data.text_features import TOKENS_HASH_KEY, file_sha256
 from acsa.model.text_encoder import encode_texts, load_text_encoder
 from acsa.runtime import resolve_device, set_threads
 from acsa.storage.files import atomic_output_dir, write_json
@@ -29,38 +31,50 @@ log = logging.getLogger(__name__)
 
 
 def embed_text(params: Params, prepared: Path, out: Path) -> dict:
-    tokens_path = prepared / paths.TOKENS_FILE
-    if not tokens_path.is_file():
-        raise FileNotFoundError(f"{tokens_path}: not found (run the prepare stage first)")
-    tokens = load_file(str(tokens_path))
+    splits = [name for name in paths.SPLITS if (prepared / name / paths.TOKENS_FILE).is_file()]
+    if not splits:
+        raise FileNotFoundError(f"{prepared}: no <split>/{paths.TOKENS_FILE} (run the prepare stage first)")
     set_threads(params.train.threads)
     device = resolve_device(params.train.device)
     encoder = load_text_encoder(params.text, device)
-    features: dict[str, torch.Tensor] = {}
-    splits = sorted({key.split(".")[0] for key in tokens if key.endswith(".caption_input_ids")})
+    features: dict[str, dict[str, torch.Tensor]] = {}
+    hashes: dict[str, str] = {}
     for split in splits:
-        features[f"{split}.sentence"] = encode_texts(
-            encoder,
-            tokens[f"{split}.caption_input_ids"],
-            tokens[f"{split}.caption_attention_mask"],
-            params.text.batch_size,
-            f"{split} captions",
-        )
-    features["phrases"] = encode_texts(
-        encoder,
-        tokens["phrase_input_ids"],
-        tokens["phrase_attention_mask"],
-        params.text.batch_size,
-        "phrases",
-    )
+        tokens_path = prepared / split / paths.TOKENS_FILE
+        tokens = load_file(str(tokens_path))
+        hashes[split] = file_sha256(tokens_path)
+        features[split] = {
+            "sentence": encode_texts(
+                encoder,
+                tokens["caption_input_ids"],
+                tokens["caption_attention_mask"],
+                params.text.batch_size,
+                f"{split} captions",
+            ),
+            "phrases": encode_texts(
+                encoder,
+                tokens["phrase_input_ids"],
+                tokens["phrase_attention_mask"],
+                params.text.batch_size,
+                f"{split} phrases",
+            ),
+        }
     info = {
         "encoder": params.text.encoder,
         "pooling": params.text.pooling,
-        "hidden_size": int(features["phrases"].shape[1]),
-        "counts": {key: int(value.shape[0]) for key, value in features.items()},
+        "hidden_size": int(features[splits[0]]["sentence"].shape[1]),
+        "counts": {
+            split: {key: int(value.shape[0]) for key, value in tensors.items()}
+            for split, tensors in features.items()
+        },
     }
     with atomic_output_dir(out) as work:
-        save_file({k: v.contiguous() for k, v in features.items()}, str(work / paths.FEATURES.name))
+        for split, tensors in features.items():
+            save_file(
+                {k: v.contiguous() for k, v in tensors.items()},
+                str(paths.features_file(work, split)),
+                metadata={TOKENS_HASH_KEY: hashes[split]},
+            )
         write_json(work / "info.json", info)
     log.info("text features -> %s: %s", out, info["counts"])
     return info

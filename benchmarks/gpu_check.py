@@ -394,7 +394,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers tried")
     p.add_argument("--compile", action="store_true", help="with --tiny: try torch.compile too")
     p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/gpu_check.json")
-    add_params_options(p, ablation=False)  # applied on top of the paper preset
+    add_params_options(p, configuration=False)  # applied on top of the paper preset
     return p
 
 

@@ -1,12 +1,12 @@
-"""Exact vs global top-k re-rank on a trained model and its prepared benchmark (the pipeline's own data).
+"""Exact vs global top-k re-rank on a trained model and its prepared benchmark (the pipeline's own data), on
+the VALIDATION split: this benchmark informs the default of `evaluate.local_mode`, so it never reads test.
 
     python -m benchmarks.rerank_agreement [--root .] [--ks 32 64 128] [--out FILE]
 
 Needs a finished `dvc repro` under ROOT: ROOT/models/main, ROOT/data/prepared, ROOT/data/text_features
-(benchmarks/repro_time.py --keep leaves one in its scratch folder). Gallery and queries are encoded once
-per split; the fusion weight is chosen on the validation split with the exact scores (as the evaluate stage
-chooses it, never on test); then the test split is scored exactly and with each k, and the fused R@1/5/10,
-mAP and mINP compared. Times are of the local scoring alone.
+(benchmarks/repro_time.py --keep leaves one in its scratch folder). The validation gallery and queries are
+encoded once, scored exactly and with each k, and the fused R@1/5/10, mAP and mINP compared at the fusion
+weight training chose on validation. Times include the global similarity and the top-k.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from acsa.data.prepared import load_prepared, read_split
 from acsa.model.acsa import ACSA
 from acsa.runtime import set_threads
 from acsa.scoring.metrics import rank_metrics
-from acsa.scoring.retrieval import choose_fusion_weight, encode_split, score
+from acsa.scoring.retrieval import encode_split, score
 from benchmarks.common import (
     IMPLEMENTATION_HELP,
     RESULTS,
@@ -60,14 +60,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         swapped.load_state_dict(current.state_dict())
         model.cross_attention = swapped.eval()
-    prepared, features = root / paths.PREPARED, root / paths.FEATURES
+    prepared, features = root / paths.PREPARED, root / paths.TEXT_FEATURES
     chunk = params.evaluate.chunk_size
+    weight = float(model.summary.get("fusion_weight", 1.0))
     with torch.no_grad():
-        val = encoded_split(model, params, prepared, features, "val")
-        val_scores = score(model, val[1], val[0], "exact", 0, chunk)
-        weight, _ = choose_fusion_weight(val_scores, val[2], val[3], params.evaluate.fusion_weights)
         image_feats, text_feats, query_ids, gallery_ids = encoded_split(
-            model, params, prepared, features, "test"
+            model, params, prepared, features, "val"
         )
         rows = []
         for mode, k in [("exact", None), *[("rerank", k) for k in args.ks]]:
@@ -87,9 +85,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f" --implementation {args.implementation}",
         "implementation": args.implementation,
         "model": str(root / paths.MODEL),
-        "dataset": load_prepared(prepared).dataset,
-        "test_queries": int(query_ids.numel()),
-        "test_gallery": int(gallery_ids.numel()),
+        "dataset": load_prepared(prepared).dataset("val"),
+        "split": "val",
+        "val_queries": int(query_ids.numel()),
+        "val_gallery": int(gallery_ids.numel()),
         "fusion_weight": weight,
         "config": dataclasses.asdict(params.evaluate),
         "machine": machine_info(),

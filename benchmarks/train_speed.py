@@ -167,7 +167,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="override the timed steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=RESULTS / "train_speed.json")
-    add_params_options(p, ablation=False)  # applied on top of every configuration
+    add_params_options(p, configuration=False)  # applied on top of every configuration
     p.add_argument("--config", help=argparse.SUPPRESS)
     add_worker_options(p)
     return p

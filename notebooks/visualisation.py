@@ -29,7 +29,7 @@ from acsa.reports import figures, views
 
 # %% tags=["parameters"]
 explain_dir = str(paths.EXPLAIN)  # the explain stage's output
-prepared_dir = str(paths.PREPARED)  # the prepare stage's output (splits.json: the gallery images' folder)
+prepared_dir = str(paths.PREPARED)  # the prepare stage's output (test/records.json: where the images are)
 queries = None  # test query indices to show, e.g. [3, 17]; None: successes and failures picked by rank
 n_success = 3  # with queries None: successes (top-1 correct), spread over the test set
 n_failure = 3  # with queries None: the failures whose first match is ranked lowest

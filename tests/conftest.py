@@ -39,7 +39,7 @@ def smoke_run(tmp_path_factory):
     common = ["--params", params] + [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     prepare.main([*common, "--out", str(root / "prepared"), "--contact-sheet", str(root / "contact.png")])
     embed_text.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "features")])
-    features = root / "features" / "features.safetensors"
+    features = root / "features"
     data = ["--prepared", str(root / "prepared"), "--features", str(features)]
     train.main([*common, *data, "--out", str(root / "model"), "--checkpoints", str(root / "checkpoints"),
                 "--live", str(root / "live")])

@@ -90,7 +90,7 @@ def test_odd_images_and_captions_go_through_every_stage(
     odd_benchmark(tmp_path / "bench")
     common = stage_args(tmp_path / "bench")
     prepared, features = tmp_path / "prepared", tmp_path / "features"
-    data = ["--prepared", str(prepared), "--features", str(features / "features.safetensors")]
+    data = ["--prepared", str(prepared), "--features", str(features)]
     with caplog.at_level(logging.WARNING):
         prepare.main([*common, "--out", str(prepared)])
         embed_text.main([*common, "--prepared", str(prepared), "--out", str(features)])
@@ -106,8 +106,8 @@ def test_odd_images_and_captions_go_through_every_stage(
     assert summary["train"] == {"ids": 3, "images": 6, "captions": 12 + 1 + 1}
     assert summary["test"] == {"ids": 3, "images": 5, "captions": 10}
     assert summary["phrases"]["captions_without_phrases"] >= 1  # the emoji-only caption
-    splits = json.loads((tmp_path / "prepared" / "splits.json").read_text())
-    assert EMOJI_CAPTIONS[0] in splits["train"]["captions"]  # kept as written, not mangled
+    train_records = json.loads((tmp_path / "prepared" / "train" / "records.json").read_text())
+    assert EMOJI_CAPTIONS[0] in train_records["captions"]  # kept as written, not mangled
 
     live = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert all(math.isfinite(value) for value in live["train"].values())
@@ -164,7 +164,7 @@ def test_evaluating_a_model_of_another_configuration_names_the_keys(
     argv = [
         "--params", str(REPO / "params.yaml"), *[arg for o in overrides for arg in ("--set", o)],
         "--model", str(smoke_run / "model"), "--prepared", str(smoke_run / "prepared"),
-        "--features", str(smoke_run / "features" / "features.safetensors"), "--out", str(out),
+        "--features", str(smoke_run / "features"), "--out", str(out),
     ]  # fmt: skip
     error = cli_error(evaluate.main, argv, capsys)
     assert "was trained with a different configuration (image.window_grid, model.embed_dim)" in error
@@ -197,16 +197,17 @@ def test_pickled_features_and_model_are_refused_at_the_command_line(
     smoke_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     marker = tmp_path / "marker"
-    features = tmp_path / "features.safetensors"
-    write_pickle(features, marker)
+    features = tmp_path / "features"
+    write_pickle(features / "train.safetensors", marker)
+    write_pickle(features / "test.safetensors", marker)
     sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     common = ["--params", str(REPO / "params.yaml"), *sets, "--prepared", str(smoke_run / "prepared")]
     out = ["--out", str(tmp_path / "out")]
     error = cli_error(train.main, [*common, "--features", str(features), *out], capsys)
-    assert error.startswith(f"error: {features}: not a readable safetensors file")
+    assert error.startswith(f"error: {features / 'train.safetensors'}: not a readable safetensors file")
     model = ["--model", str(smoke_run / "model")]
     error = cli_error(evaluate.main, [*common, "--features", str(features), *model, *out], capsys)
-    assert error.startswith(f"error: {features}: not a readable safetensors file")
+    assert error.startswith(f"error: {features / 'test.safetensors'}: not a readable safetensors file")
 
     write_pickle(tmp_path / "model" / "model.safetensors", marker, torch_save=True)
     error = cli_error(evaluate.main, [*common, "--model", str(tmp_path / "model"), *out], capsys)
@@ -223,11 +224,11 @@ def test_pickled_tokens_weights_and_text_encoder_are_refused(tmp_path: Path) -> 
     from acsa.paths import resolve_text_encoder
 
     marker = tmp_path / "marker"
-    write_pickle(tmp_path / "prepared" / "tokens.safetensors", marker)
+    write_pickle(tmp_path / "prepared" / "train" / "tokens.safetensors", marker)
     with pytest.raises(SafetensorError):  # embed_text reads tokens with safetensors only
         embed_text.embed_text(load_params(REPO / "params.yaml"), tmp_path / "prepared", tmp_path / "features")
     with pytest.raises(Exception, match="not a readable safetensors file"):  # text.finetune reads them too
-        open_text_source(True, tmp_path / "prepared", tmp_path / "f", {"phrase_index": []}, "train")
+        open_text_source(True, tmp_path / "prepared" / "train", tmp_path / "f", {"phrase_index": []}, "train")
 
     write_pickle(tmp_path / "backbone.pth", marker, torch_save=True)  # image.pretrained_path
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):

@@ -1,4 +1,5 @@
-"""The strict params loader: defaults, presets, ablations, overrides and one-line errors naming the key."""
+"""The strict params loader: defaults, presets, study configurations, overrides and one-line errors naming the
+key; the study section's own validation."""
 
 import dataclasses
 
@@ -6,6 +7,7 @@ import pytest
 
 from acsa.config import Params, load_params, params_from_dict, params_to_dict
 from acsa.errors import ConfigError
+from acsa.study import load_study
 
 
 def write(tmp_path, text):
@@ -28,11 +30,53 @@ def test_preset_paper_applies(tmp_path):
     assert params.image.height == 384 and params.text.pooling == "cls"
 
 
-def test_ablation_then_override_order(tmp_path):
-    path = write(tmp_path, "train:\n  lr: 0.1\nablations:\n  slow:\n    train.lr: 0.01\n")
+STUDY = "study:\n  main: full\n  configurations:\n    full: {}\n    slow: {train.lr: 0.01}\n"
+
+
+def test_configuration_then_override_order(tmp_path):
+    path = write(tmp_path, "train:\n  lr: 0.1\n" + STUDY + "  optional:\n    tiny: {train.lr: 0.2}\n")
     assert load_params(path).train.lr == 0.1
-    assert load_params(path, ablation="slow").train.lr == 0.01
-    assert load_params(path, ablation="slow", overrides=["train.lr=0.5"]).train.lr == 0.5
+    assert load_params(path, configuration="slow").train.lr == 0.01
+    assert load_params(path, configuration="tiny").train.lr == 0.2  # optional configurations too
+    assert load_params(path, configuration="slow", overrides=["train.lr=0.5"]).train.lr == 0.5
+    with pytest.raises(ConfigError, match="unknown name 'fast'"):
+        load_params(path, configuration="fast")
+
+
+def test_study_section_and_the_seeds_of_a_configuration(tmp_path):
+    study = load_study(
+        write(tmp_path, STUDY + "  seeds: [0, 1, 2]\n  findings:\n    f: {a: slow, b: full}\n")
+    )
+    assert study.seeds_of("full", main_seed=0) == (1, 2)  # seed 0 of the main configuration is models/main
+    assert study.seeds_of("slow", main_seed=0) == (0, 1, 2)
+    assert [(f.name, f.a, f.b) for f in study.findings] == [("f", "slow", "full")]
+    assert load_study("params.yaml").main in load_study("params.yaml").configurations
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("  seeds: []\n", "study.seeds: expected a non-empty list"),
+        ("  seeds: [1, 1]\n", "study.seeds: expected a non-empty list of distinct"),
+        ("  findings:\n    f: {a: slow, b: fast}\n", "study.findings.f.b: 'fast' is not a configuration"),
+        ("  findings:\n    'a b': {a: slow, b: full}\n", "'a b' is not a name of letters"),
+        ("  metric: accuracy\n", "study.metric: 'accuracy' is not one of"),
+        ("  main: other\n", "study.main: 'other' is not one of study.configurations"),
+        ("  confidence: 95\n", "study.confidence: expected a float in [0.5, 1)"),
+        ("  colour: red\n", "study.colour: unknown key"),
+    ],
+)
+def test_bad_study_sections_name_the_key(tmp_path, extra, message):
+    with pytest.raises(ConfigError) as err:
+        load_study(write(tmp_path, STUDY + extra))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_configuration_names_must_be_safe_in_commands(tmp_path):
+    with pytest.raises(ConfigError, match="is not a name of letters"):
+        load_study(write(tmp_path, "study:\n  configurations:\n    'x; rm -rf /': {}\n    full: {}\n"))
+    with pytest.raises(ConfigError, match="sets train.seed"):
+        load_study(write(tmp_path, "study:\n  configurations:\n    full: {train.seed: 3}\n"))
 
 
 def test_float_written_without_dot_is_accepted(tmp_path):
@@ -60,10 +104,8 @@ def test_bad_params_name_the_key(tmp_path, text, message):
     assert "\n" not in str(err.value)
 
 
-def test_unknown_ablation_and_bad_override(tmp_path):
-    path = write(tmp_path, "ablations:\n  a: {}\n")
-    with pytest.raises(ConfigError, match="unknown name 'b'"):
-        load_params(path, ablation="b")
+def test_bad_override(tmp_path):
+    path = write(tmp_path, STUDY)
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         load_params(path, overrides=["train.lr"])
     with pytest.raises(ConfigError, match="'lr' is not a section.key"):

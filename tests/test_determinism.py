@@ -33,7 +33,7 @@ def run_smoke_pipeline(root: Path) -> None:
     common = ["--params", str(REPO / "params.yaml")] + [a for o in SMOKE_OVERRIDES for a in ("--set", o)]
     prepare.main([*common, "--out", str(root / "prepared"), "--contact-sheet", str(root / "contact.png")])
     embed_text.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "features")])
-    data = ["--prepared", str(root / "prepared"), "--features", str(root / "features/features.safetensors")]
+    data = ["--prepared", str(root / "prepared"), "--features", str(root / "features")]
     train.main([*common, *data, "--out", str(root / "model"), "--checkpoints", str(root / "checkpoints"),
                 "--live", str(root / "live")])  # fmt: skip
     evaluate.main([*common, *data, "--model", str(root / "model"), "--out", str(root / "eval")])
@@ -53,9 +53,14 @@ def test_same_seed_same_outputs(smoke_run: Path, tmp_path: Path) -> None:
     for name in metrics_files:
         first, second = (json.loads((root / name).read_text()) for root in (smoke_run, tmp_path))
         assert without_timing(second) == without_timing(first), name
-    for name in ["eval/rankings.json", "prepared/splits.json", "prepared/phrases.json"]:
+    texts = ["eval/rankings.json", "eval/per_query.json"]
+    splits, files = ("train", "val", "test"), ("records.json", "phrases.json")
+    texts += [f"prepared/{split}/{f}" for split in splits for f in files]
+    for name in texts:
         assert (tmp_path / name).read_text() == (smoke_run / name).read_text(), name  # no absolute paths
-    for name in ["prepared/tokens.safetensors", "features/features.safetensors"]:
+    tensors = [f"prepared/{split}/tokens.safetensors" for split in ("train", "val", "test")]
+    tensors += [f"features/{split}.safetensors" for split in ("train", "val", "test")]
+    for name in tensors:
         first, second = load_file(str(smoke_run / name)), load_file(str(tmp_path / name))
         assert first.keys() == second.keys()
         assert all(torch.equal(first[key], second[key]) for key in first), name

@@ -58,7 +58,7 @@ def train_args(smoke_run: Path, root: Path, overrides: list[str]) -> list[str]:
     return [
         "--params", str(REPO / "params.yaml"), *sets,
         "--prepared", str(smoke_run / "prepared"),
-        "--features", str(smoke_run / "features" / "features.safetensors"),
+        "--features", str(smoke_run / "features"),
         "--out", str(root / "model"),
         "--checkpoints", str(root / "checkpoints"),
         "--live", str(root / "live"),

@@ -81,8 +81,9 @@ def test_every_stage_is_checked():
         "embed_text",
         "train",
         "evaluate",
-        "train_ablation",
-        "evaluate_ablation",
+        "train_study",
+        "evaluate_study",
+        "findings",
         "explain",
     } <= set(stage_definitions())
     assert any("notebooks/" in stage["cmd"] for stage in stage_definitions().values())

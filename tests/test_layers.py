@@ -18,6 +18,7 @@ LAYERS = {
     "acsa.paths": 0,
     "acsa.runtime": 0,
     "acsa.cli": 0,
+    "acsa.study": 0,
     "acsa.storage": 0,
     "acsa.data": 1,
     "acsa.kernels": 2,
@@ -27,7 +28,8 @@ LAYERS = {
     "acsa.analysis": 6,
     "acsa.reports": 6,
 }
-STAGES = ("prepare", "embed_text", "train", "evaluate", "explain", "report")  # acsa/<stage>.py: layer 7
+# acsa/<stage>.py: layer 7
+STAGES = ("prepare", "embed_text", "train", "evaluate", "findings", "explain", "report")
 STAGE_LAYER = 7
 
 

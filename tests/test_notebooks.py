@@ -34,7 +34,7 @@ def explained(smoke_run, tmp_path_factory):
             "--prepared",
             str(smoke_run / "prepared"),
             "--features",
-            str(smoke_run / "features" / "features.safetensors"),
+            str(smoke_run / "features"),
             "--out",
             str(out),
         ]

@@ -62,7 +62,7 @@ def train_args(smoke_run: Path, root: Path, overrides: list[str] = ()) -> list[s
     return [
         "--params", str(REPO / "params.yaml"), *sets,
         "--prepared", str(smoke_run / "prepared"),
-        "--features", str(smoke_run / "features" / "features.safetensors"),
+        "--features", str(smoke_run / "features"),
         "--out", str(root / "model"),
         "--checkpoints", str(root / "checkpoints"),
         "--live", str(root / "live"),
@@ -88,7 +88,7 @@ def live_curves(live: Path) -> dict[str, list[list[str]]]:
 
 
 def steps_per_epoch(smoke_run: Path) -> int:
-    labels = json.loads((smoke_run / "prepared" / "splits.json").read_text())["train"]["labels"]
+    labels = json.loads((smoke_run / "prepared" / "train" / "records.json").read_text())["labels"]
     return len(IdentityBatchSampler(labels, batch_size=8, images_per_id=2, seed=0))
 
 

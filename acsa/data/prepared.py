@@ -1,15 +1,16 @@
-"""The prepare stage's output, read back: split records, where the images are, and the one split reader every
-stage uses (`read_split`: a split's records, its images and its text source).
+"""The prepare stage's output, read back: one folder per split, and the one split reader every stage uses
+(`read_split`: a split's records, its images and its text source).
 
-splits.json holds, per split, the fields of `acsa.data.types.TrainSplit` / `EvalSplit` plus `phrase_index`
-([captions, num_phrases] indices into phrases.json, -1 = padding), and at its top `dataset` and `image_root`
-(relative to the prepared folder when the benchmark was generated inside it). docs/data.md describes it all.
+PREPARED/<split>/records.json holds the fields of `acsa.data.types.TrainSplit` / `EvalSplit` plus
+`phrase_index` ([captions, num_phrases] indices into the split's own phrases.json, -1 = padding), `dataset`,
+`split` and `image_root` (relative to PREPARED when the benchmark was generated inside it). A split is only
+read when asked for: training and model selection never open the test folder (docs/data.md).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,41 +22,65 @@ from acsa.data.text_features import FrozenTextSource, TokenTextSource, open_text
 from acsa.errors import DataError
 
 
-@dataclass(frozen=True)
+@dataclass
 class Prepared:
-    """The prepare stage's output: split records (see acsa.prepare) and where the images are."""
+    """The prepare stage's output folder; `split(name)` reads (once) the records of one split."""
 
     root: Path  # the prepared folder
-    image_root: Path
-    splits: dict[str, dict]
-    dataset: str
+    available: tuple[str, ...]  # the splits it holds, in paths.SPLITS order
+    _records: dict[str, dict] = field(default_factory=dict, repr=False)
+
+    def has(self, name: str) -> bool:
+        return name in self.available
+
+    def folder(self, name: str) -> Path:
+        """PREPARED/<name>: records.json, phrases.json, tokens.safetensors."""
+        if name not in self.available:
+            raise DataError(
+                f"{self.root}: the prepared benchmark has no {name!r} split "
+                f"(has: {', '.join(self.available)})"
+            )
+        return self.root / name
 
     def split(self, name: str) -> dict:
-        if name not in self.splits:
-            raise DataError(
-                f"{self.root}: the prepared benchmark has no {name!r} split (has: {', '.join(self.splits)})"
-            )
-        return self.splits[name]
+        """The records of split `name` (records.json)."""
+        if name not in self._records:
+            path = self.folder(name) / paths.RECORDS_FILE
+            try:
+                self._records[name] = json.loads(path.read_text())
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: not valid JSON ({err})") from None
+        return self._records[name]
+
+    def image_root(self, name: str) -> Path:
+        """Where split `name`'s image paths are relative to."""
+        image_root = Path(self.split(name)["image_root"])
+        return image_root if image_root.is_absolute() else self.root / image_root
+
+    def dataset(self, name: str) -> str:
+        return self.split(name)["dataset"]
 
 
 def load_prepared(prepared_dir: Path) -> Prepared:
-    path = Path(prepared_dir) / paths.SPLITS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found (run the prepare stage first: dvc repro prepare)")
-    raw = json.loads(path.read_text())
-    image_root = Path(raw.pop("image_root"))
-    if not image_root.is_absolute():
-        image_root = Path(prepared_dir) / image_root
-    dataset = raw.pop("dataset")
-    return Prepared(root=Path(prepared_dir), image_root=image_root, splits=raw, dataset=dataset)
+    """The prepared folder, without reading any split yet."""
+    root = Path(prepared_dir)
+    available = tuple(name for name in paths.SPLITS if (root / name / paths.RECORDS_FILE).is_file())
+    if "train" not in available and "test" not in available:
+        raise FileNotFoundError(
+            f"{root}: no prepared splits (<split>/{paths.RECORDS_FILE}); run the prepare stage first: "
+            "dvc repro prepare"
+        )
+    return Prepared(root=root, available=available)
 
 
-def image_table(prepared: Prepared, records: dict, paths_key: str, image: ImageConfig) -> ImageTable:
-    """The images `records[paths_key]` at the model's input size, preloaded when they fit in memory."""
-    image_paths = records[paths_key]
+def image_table(prepared: Prepared, name: str, image: ImageConfig) -> ImageTable:
+    """The images of split `name` at the model's input size (train: its unique images; val/test: the
+    gallery), preloaded when they fit in memory."""
+    records = prepared.split(name)
+    image_paths = records["images" if name == "train" else "image_paths"]
     size = len(image_paths) * 3 * image.height * image.width
     return ImageTable(
-        prepared.image_root, image_paths, image.height, image.width, size <= PRELOAD_LIMIT_BYTES
+        prepared.image_root(name), image_paths, image.height, image.width, size <= PRELOAD_LIMIT_BYTES
     )
 
 
@@ -64,7 +89,7 @@ class Split:
     """One split ready for a model: its records, its images and the text source of its captions."""
 
     name: str
-    records: dict  # the split's entry of splits.json
+    records: dict  # the split's records.json
     images: ImageTable  # eval splits: the gallery, each image once; train: the unique training images
     text: FrozenTextSource | TokenTextSource  # one row per caption (query)
 
@@ -79,12 +104,13 @@ class Split:
         return torch.tensor(self.records["image_ids"])
 
 
-def read_split(prepared: Prepared | Path, features: Path, name: str, params: Params) -> Split:
+def read_split(prepared: Prepared | Path, features_dir: Path, name: str, params: Params) -> Split:
     """Split `name` of the prepared benchmark (a folder or an already loaded `Prepared`), its images sized by
-    `params.image` and its text from the features file (or token ids when `params.text.finetune`)."""
+    `params.image` and its text from the split's frozen features in `features_dir` (or its token ids when
+    `params.text.finetune`)."""
     if not isinstance(prepared, Prepared):
         prepared = load_prepared(prepared)
     records = prepared.split(name)
-    images = image_table(prepared, records, "images" if name == "train" else "image_paths", params.image)
-    text = open_text_source(params.text.finetune, prepared.root, features, records, name)
+    images = image_table(prepared, name, params.image)
+    text = open_text_source(params.text.finetune, prepared.folder(name), features_dir, records, name)
     return Split(name, records, images, text)

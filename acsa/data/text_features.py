@@ -3,18 +3,32 @@ a `TextBank`), or token ids for a fine-tuned encoder.
 
 Both text sources expose `encode(model, rows, device) -> TextFeatures`, so training and scoring do not care
 which. Axes: N captions, U unique phrases, P phrases per caption, D text hidden size.
+
+A split's features file (TEXT_FEATURES/<split>.safetensors: `sentence` [N, D], `phrases` [U, D]) records the
+SHA-256 of the token file it encodes; features of other tokens (stale, or another benchmark's) are refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from acsa import paths
 from acsa.errors import DataError, one_line
+
+TOKENS_HASH_KEY = "acsa.tokens_sha256"  # safetensors metadata of a features file
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class TextBank:
@@ -26,17 +40,23 @@ class TextBank:
         self.phrase_index = phrase_index  # [N, P], -1 = padding
 
     @classmethod
-    def load(cls, features_path: Path, split: dict, split_name: str) -> TextBank:
-        if not Path(features_path).is_file():
+    def load(cls, features_path: Path, tokens_path: Path, split: dict, split_name: str) -> TextBank:
+        """The features of split `split_name` (records `split`), checked against the tokens they encode."""
+        features_path = Path(features_path)
+        if not features_path.is_file():
             raise FileNotFoundError(f"{features_path}: not found (run the embed_text stage first)")
+        with safe_open(str(features_path), framework="pt") as f:
+            encoded = (f.metadata() or {}).get(TOKENS_HASH_KEY)
+        if encoded != file_sha256(tokens_path):
+            raise DataError(
+                f"{features_path}: encodes other tokens than {tokens_path} (stale or foreign text features: "
+                "rerun the embed_text stage, e.g. dvc repro)"
+            )
         features = load_file(str(features_path))
-        key = f"{split_name}.sentence"
-        if key not in features:
-            raise DataError(f"{features_path}: no features for split {split_name!r}")
-        sentence = features[key]
+        sentence = features["sentence"]
         if sentence.shape[0] != len(split["captions"]):
             raise DataError(
-                f"{features_path}: {key} has {sentence.shape[0]} rows but the split has "
+                f"{features_path}: sentence has {sentence.shape[0]} rows but the {split_name} split has "
                 f"{len(split['captions'])} captions (stale features: rerun dvc repro)"
             )
         return cls(sentence, features["phrases"], torch.tensor(split["phrase_index"], dtype=torch.long))
@@ -55,8 +75,8 @@ class TextBank:
         """Per-dimension (sentence mean, sentence std, phrase mean, phrase std) of this split's features.
 
         Sentences and phrases get their own statistics: frozen features of template sentences are nearly
-        collinear while single phrases spread much more. Only the phrases this split uses count: the
-        unique-phrase table also holds other splits' phrases.
+        collinear while single phrases spread much more. Only the phrases the captions use count (a caption
+        cut at `data.num_phrases` leaves some of the split's phrases unused).
         """
         used = torch.unique(self.phrase_index[self.phrase_index >= 0])
         phrases = self.phrases[used]
@@ -86,10 +106,10 @@ class FrozenTextSource:
 class TokenTextSource:
     """Token ids of captions and of their noun phrases, for a text encoder that is fine-tuned."""
 
-    def __init__(self, tokens_path: Path, split: dict, split_name: str) -> None:
+    def __init__(self, tokens_path: Path, split: dict) -> None:
         tokens = load_file(str(tokens_path))
-        self.caption_ids = tokens[f"{split_name}.caption_input_ids"].long()  # [N, L]
-        self.caption_mask = tokens[f"{split_name}.caption_attention_mask"].long()
+        self.caption_ids = tokens["caption_input_ids"].long()  # [N, L]
+        self.caption_mask = tokens["caption_attention_mask"].long()
         self.phrase_ids = tokens["phrase_input_ids"].long()  # [U, Lp]
         self.phrase_token_mask = tokens["phrase_attention_mask"].long()
         self.phrase_index = torch.tensor(split["phrase_index"], dtype=torch.long)  # [N, P], -1 = padding
@@ -110,24 +130,26 @@ class TokenTextSource:
 
 
 def open_text_source(
-    finetune: bool, prepared_dir: Path, features_path: Path, split: dict, split_name: str
+    finetune: bool, split_dir: Path, features_dir: Path, split: dict, split_name: str
 ) -> FrozenTextSource | TokenTextSource:
-    """The text source of a split: token ids when the text encoder is fine-tuned, else the frozen features;
-    a file that is not safetensors is a one-line DataError."""
-    source = Path(prepared_dir) / paths.TOKENS_FILE if finetune else Path(features_path)
+    """The text source of a split (its prepared folder `split_dir`): token ids when the text encoder is
+    fine-tuned, else the frozen features; a file that is not safetensors is a one-line DataError."""
+    tokens = Path(split_dir) / paths.TOKENS_FILE
+    source = tokens if finetune else paths.features_file(features_dir, split_name)
     try:
         if finetune:
-            return TokenTextSource(source, split, split_name)
-        return FrozenTextSource(TextBank.load(source, split, split_name))
+            return TokenTextSource(tokens, split)
+        return FrozenTextSource(TextBank.load(source, tokens, split, split_name))
     except SafetensorError as err:
         raise DataError(f"{source}: not a readable safetensors file ({one_line(err)})") from None
 
 
 def text_statistics(
-    source: FrozenTextSource | TokenTextSource, features_path: Path, split: dict, split_name: str
+    source: FrozenTextSource | TokenTextSource, split_dir: Path, features_dir: Path, split: dict
 ):
-    """Per-dimension mean and std of a (training) split's frozen sentence and phrase features, which the model
+    """Per-dimension mean and std of the training split's frozen sentence and phrase features, which the model
     standardises with (`TextBank.statistics`); read from the features file when `source` holds token ids."""
     if isinstance(source, FrozenTextSource):
         return source.bank.statistics()
-    return TextBank.load(features_path, split, split_name).statistics()
+    tokens = Path(split_dir) / paths.TOKENS_FILE
+    return TextBank.load(paths.features_file(features_dir, "train"), tokens, split, "train").statistics()

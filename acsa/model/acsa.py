@@ -44,6 +44,7 @@ class ACSA(nn.Module):
     ) -> None:
         super().__init__()
         self.params = params  # the configuration it was built from (stored with its weights by `save`)
+        self.summary: dict[str, Any] = {}  # what training chose on validation (`from_checkpoint` fills it)
         mcfg = params.model
         dim = mcfg.embed_dim
         self.embed_dim = dim
@@ -250,5 +251,6 @@ class ACSA(nn.Module):
             pretrained=False,  # weights come from the checkpoint: never re-read image.pretrained_path
         )
         model.load_state_dict(checkpoint.model_state)
+        model.summary = checkpoint.meta.get("summary", {})
         model.eval()
         return model

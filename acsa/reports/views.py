@@ -58,7 +58,7 @@ def load_explained(explain_dir: str | Path, prepared_dir: str | Path) -> Explain
         from safetensors.numpy import load_file
 
         attention = load_file(str(explain_dir / "attention.safetensors"))
-    root = Path(json.loads((prepared_dir / "splits.json").read_text())["image_root"])
+    root = Path(json.loads((prepared_dir / "test" / "records.json").read_text())["image_root"])
     return Explained(
         gallery=gallery,
         queries=read("queries.json"),

@@ -127,6 +127,31 @@ def rank_metrics(
     return metrics
 
 
+def per_query_metrics(
+    similarity: Tensor,
+    query_ids: Tensor | Sequence[int],
+    gallery_ids: Tensor | Sequence[int],
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 256,
+) -> dict[str, Tensor]:
+    """Each query's contribution to `rank_metrics`, in percent ([Q] float64 per metric): R@K 100 or 0, its
+    average precision and its INP; the mean over queries is `rank_metrics`. The findings' bootstrap resamples
+    these."""
+    parts: dict[str, list[Tensor]] = {name: [] for name in [*(f"R{k}" for k in ks), "mAP", "mINP"]}
+    for _, block, matches in _query_chunks(similarity, query_ids, gallery_ids, chunk_size):
+        ranks = _match_ranks(block, matches)  # [q, M] ascending, +inf padding
+        real = torch.isfinite(ranks)
+        num_matches = real.sum(dim=1).double()
+        for k in ks:
+            parts[f"R{k}"].append(100.0 * (ranks[:, 0] <= k).double())
+        order = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=ranks.dtype)  # i-th match
+        precision = torch.where(real, order / ranks, 0.0)
+        parts["mAP"].append(100.0 * precision.sum(dim=1) / num_matches)
+        last_rank = torch.where(real, ranks, 0.0).amax(dim=1)
+        parts["mINP"].append(100.0 * num_matches / last_rank)
+    return {name: torch.cat(values).cpu() for name, values in parts.items()}
+
+
 @dataclass
 class QueryRanks:
     top_indices: Tensor  # [Q, top] gallery indices, best first

@@ -25,12 +25,12 @@ from tqdm import tqdm
 
 from acsa.config import Params, params_to_dict
 from acsa.data.image_tables import RowImages
-from acsa.data.prepared import Split, load_prepared, read_split
+from acsa.data.prepared import Prepared, Split, load_prepared, read_split
 from acsa.data.sampler import IdentityBatchSampler
 from acsa.data.text_features import text_statistics
 from acsa.errors import ConfigError, NonFiniteLossError
 from acsa.model.acsa import ACSA
-from acsa.paths import SPLITS_FILE, TOKENS_FILE
+from acsa.paths import RECORDS_FILE, TOKENS_FILE, features_file
 from acsa.runtime import resolve_device, seed_everything, set_threads
 from acsa.scoring.retrieval import choose_fusion_weight, metrics_by_kind, score_split
 from acsa.storage.checkpoint import load_checkpoint
@@ -43,26 +43,65 @@ from acsa.training.step import TrainStep, training_step
 log = logging.getLogger(__name__)
 
 
+# Without a validation split nothing can be chosen honestly: the last epoch is kept and the local score is
+# added with this fixed weight (the test split is never used to choose).
+UNTUNED_FUSION_WEIGHT = 1.0
+
+
 @dataclass(frozen=True)
 class TrainPaths:
     prepared: Path  # the prepare stage's output
-    features: Path  # the embed_text stage's features.safetensors
+    features: Path  # the embed_text stage's output folder (<split>.safetensors)
     checkpoints: Path  # per-epoch checkpoints (kept across runs for resume)
     live: Path  # DVCLive folder: metrics.json and plots
 
 
 @torch.no_grad()
-def validate(model: ACSA, params: Params, split: Split, device: torch.device) -> dict:
-    """Validation metrics; the fused score uses the best fusion weight on this (validation) split."""
+def validate(model: ACSA, params: Params, split: Split, device: torch.device) -> tuple[dict, dict]:
+    """Validation metrics and choices of one epoch: the fusion weight with the best R1 on this (validation)
+    split, scored as the final evaluation will score (`evaluate.local_mode`), and the curve it was read off.
+    Returns (flat metrics for the logs, {"fusion_weight", "fusion_curve"})."""
     model.eval()
-    scores = score_split(model, split, params.evaluate, device, local_mode="exact")
+    scores = score_split(model, split, params.evaluate, device)
     query_ids, gallery_ids = split.query_ids, split.gallery_ids
-    weight, _ = choose_fusion_weight(scores, query_ids, gallery_ids, params.evaluate.fusion_weights)
+    weight, curve = choose_fusion_weight(scores, query_ids, gallery_ids, params.evaluate.fusion_weights)
     results = metrics_by_kind(scores, query_ids, gallery_ids, weight)
     flat = {f"val/{kind}/{key}": value for kind, metrics in results.items() for key, value in metrics.items()}
     flat["val/fusion_weight"] = weight
     flat["val/selection_R1"] = results.get("fused", results["global"])["R1"]
-    return flat
+    choices = {"fusion_weight": weight, "fusion_curve": curve if model.uses_local else []}
+    return flat, choices
+
+
+def selection_summary(state: RunState, has_val: bool) -> dict:
+    """What validation chose, for the model file: the epoch, the fusion weight, the curve it was read off and
+    the chosen epoch's validation metrics ({kind: {metric: value}})."""
+    best = state.best
+    history = state.history[best["epoch"]] if 0 <= best["epoch"] < len(state.history) else {}
+    val: dict[str, dict[str, float]] = {}
+    for key, value in history.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == "val":
+            val.setdefault(parts[1], {})[parts[2]] = value
+    return {
+        "best_epoch": best["epoch"],
+        "chosen_on": "val" if has_val else "none (no validation split: last epoch, fixed fusion weight)",
+        "fusion_weight": best.get("fusion_weight", UNTUNED_FUSION_WEIGHT),
+        "fusion_curve": best.get("fusion_curve", []),
+        "val": val,
+    }
+
+
+def training_inputs(prepared: Prepared, features: Path, params: Params) -> list[Path]:
+    """The files training reads besides the images (train and val records and text), for the resume
+    fingerprint; never a test file."""
+    files = []
+    for name in ("train", "val"):
+        if prepared.has(name):
+            folder = prepared.folder(name)
+            text = folder / TOKENS_FILE if params.text.finetune else features_file(features, name)
+            files += [folder / RECORDS_FILE, text]
+    return files
 
 
 def epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[int, int]:
@@ -106,19 +145,18 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
         )
     seed_everything(cfg.seed)
     set_threads(cfg.threads)
-    prepared = load_prepared(paths.prepared)
+    prepared = load_prepared(paths.prepared)  # only the train and val folders are ever read here
     train = read_split(prepared, paths.features, "train", params)
-    if "val" not in prepared.splits and ctx.is_main:
+    has_val = prepared.has("val")
+    if not has_val and ctx.is_main:
         log.warning(
-            "%s has no validation split: the last epoch is kept, no model selection", prepared.dataset
+            "%s has no validation split: the last epoch is kept, fusion weight fixed at %s",
+            prepared.dataset("train"),
+            UNTUNED_FUSION_WEIGHT,
         )
-    val = (
-        read_split(prepared, paths.features, "val", params)
-        if ctx.is_main and "val" in prepared.splits
-        else None
-    )
+    val = read_split(prepared, paths.features, "val", params) if ctx.is_main and has_val else None
 
-    statistics = text_statistics(train.text, paths.features, train.records, "train")
+    statistics = text_statistics(train.text, prepared.folder("train"), paths.features, train.records)
     model = ACSA(
         params, num_classes=len(train.records["original_ids"]), text_hidden_size=statistics[0].shape[0]
     )
@@ -142,8 +180,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
 
     folder = CheckpointFolder(paths.checkpoints)
     config = params_to_dict(params)
-    text_input = Path(paths.prepared) / TOKENS_FILE if params.text.finetune else paths.features
-    data = data_fingerprint([Path(paths.prepared) / SPLITS_FILE, Path(text_input)]) if ctx.is_main else ""
+    data = data_fingerprint(training_inputs(prepared, paths.features, params)) if ctx.is_main else ""
     with folder.lock() if ctx.is_main else contextlib.nullcontext():
         checkpoint = resume_checkpoint(folder, config, data) if ctx.is_main else None
         resumed = broadcast_int(checkpoint.meta["epoch"] if checkpoint else -1, ctx, device)
@@ -164,9 +201,11 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
             kept = folder.epoch_path(epoch - 1) if epoch > 0 else None
             logged = train_epoch(params, step_fn, loader, optimizer, state, epoch, total_steps, ctx, kept)
             if ctx.is_main:
+                choices = None
                 if val is not None:
-                    logged.update(validate(model, params, val, device))
-                save_epoch(folder, model, optimizer, state, logged, config, data)
+                    flat, choices = validate(model, params, val, device)
+                    logged.update(flat)
+                save_epoch(folder, model, optimizer, state, logged, config, data, choices)
                 log_epoch(live, logged)
                 log.info("epoch %d: %s", epoch, {k: round(v, 4) for k, v in logged.items()})
             state.epoch = epoch + 1
@@ -178,7 +217,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
                 raise ConfigError("no epoch was trained: check train.epochs and train.max_steps")
             model.load_state_dict(load_checkpoint(folder.best_path(state.best["epoch"])).model_state)
     summary = {
-        "best_epoch": state.best["epoch"],
+        **selection_summary(state, has_val),
         "steps": state.step,
         "resumed_after_epoch": resumed,
         "train_seconds_this_run": round(time.perf_counter() - started, 1),

@@ -35,6 +35,7 @@ RESUME_IGNORES = (
     "train.threads",
     "train.num_workers",
     "train.nproc_per_node",
+    "train.parallel_runs",
     "evaluate.batch_size",
     "evaluate.chunk_size",
     "evaluate.local_mode",
@@ -236,14 +237,20 @@ def save_epoch(
     logged: dict,
     config: dict,
     data: str,
+    choices: dict | None = None,
 ) -> None:
     """Record the finished epoch `state.epoch` (its metrics `logged`): update `state.best` and history.
+    `choices` are the epoch's validation choices (fusion weight and curve), kept with the best epoch.
 
     Order matters: best weights, then the epoch file that refers to them, then pruning.
     """
     epoch, previous_best = state.epoch, state.best["epoch"]
     if "val/selection_R1" not in logged or logged["val/selection_R1"] > state.best["val/selection_R1"]:
-        state.best = {"epoch": epoch, "val/selection_R1": logged.get("val/selection_R1", -1.0)}
+        state.best = {
+            "epoch": epoch,
+            "val/selection_R1": logged.get("val/selection_R1", -1.0),
+            **(choices or {}),
+        }
         save_checkpoint(folder.best_path(epoch), model.state_dict(), None, {"best": state.best})
     state.history.append(logged)
     meta = {
