@@ -78,10 +78,9 @@ def explain(
         tsne_ids,
         seed,
     )
-    attributes_file = prepared.image_root.parent / paths.ATTRIBUTES_FILE
     errors = None
-    if attributes_file.is_file():
-        errors = attribute_errors(split, read_json(attributes_file), rankings)
+    if prepared.attributes_file.is_file():
+        errors = attribute_errors(split, read_json(prepared.attributes_file), rankings)
     with atomic_output_dir(out) as work:
         write_json(work / "gallery.json", gallery)
         write_json(work / "queries.json", queries, indent=None)

@@ -30,6 +30,12 @@ class Prepared:
     splits: dict[str, dict]
     dataset: str
 
+    @property
+    def attributes_file(self) -> Path:
+        """The synthetic benchmark's attribute records (attributes.json beside imgs/; public benchmarks have
+        none)."""
+        return self.image_root.parent / paths.ATTRIBUTES_FILE
+
     def split(self, name: str) -> dict:
         if name not in self.splits:
             raise DataError(
