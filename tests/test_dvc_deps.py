@@ -84,6 +84,7 @@ def test_every_stage_is_checked():
         "train_ablation",
         "evaluate_ablation",
         "explain",
+        "reference_points",
     } <= set(stage_definitions())
     assert any("notebooks/" in stage["cmd"] for stage in stage_definitions().values())
 

@@ -27,7 +27,8 @@ LAYERS = {
     "acsa.analysis": 6,
     "acsa.reports": 6,
 }
-STAGES = ("prepare", "embed_text", "train", "evaluate", "explain", "report")  # acsa/<stage>.py: layer 7
+# acsa/<stage>.py: layer 7
+STAGES = ("prepare", "embed_text", "train", "evaluate", "explain", "reference_points", "report")
 STAGE_LAYER = 7
 
 
