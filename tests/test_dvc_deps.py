@@ -85,6 +85,7 @@ def test_every_stage_is_checked():
         "evaluate_study",
         "findings",
         "explain",
+        "reference_points",
     } <= set(stage_definitions())
     assert any("notebooks/" in stage["cmd"] for stage in stage_definitions().values())
 

@@ -29,7 +29,7 @@ LAYERS = {
     "acsa.reports": 6,
 }
 # acsa/<stage>.py: layer 7
-STAGES = ("prepare", "embed_text", "train", "evaluate", "findings", "explain", "report")
+STAGES = ("prepare", "embed_text", "train", "evaluate", "findings", "explain", "reference_points", "report")
 STAGE_LAYER = 7
 
 

@@ -7,12 +7,15 @@ For every test query (a caption) with its fused ranking:
   query's identity. Counted among misses whose caption states the attribute (the model ranked first an
   identity that contradicts what the caption says) and among all misses.
 Pure functions over plain dicts: the explain stage calls them and writes the result as JSON
-(attribute_errors.json, docs/data.md).
+(attribute_errors.json, docs/data.md). `caption_records` and `stated_values` (what each caption of a split
+states) also serve the reference points (acsa/analysis/reference_points.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from acsa.errors import DataError
 
 
 def flat_identity(identity: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -30,27 +33,50 @@ def caption_record(entry: dict[str, Any], caption: str, position: int) -> dict[s
     for record in captions:
         if " ".join(record["text"].split()) == text:
             return record
-    raise ValueError(f"caption {caption!r} not found in the attributes of its image")
+    raise DataError(f"attributes.json: caption {caption!r} not found in the record of its image")
+
+
+def caption_image_paths(split: dict[str, Any]) -> list[str]:
+    """The image path of each caption of a split record: an evaluation split maps captions to its gallery
+    (`caption_image_index`), a training split lists one image path per (image, caption) pair."""
+    if "caption_image_index" in split:
+        return [split["image_paths"][image] for image in split["caption_image_index"]]
+    return list(split["image_paths"])
+
+
+def caption_records(split: dict[str, Any], attributes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per caption of a split: its image's attributes.json entry and its own caption record there."""
+    records, seen = [], {}
+    for caption, path in zip(split["captions"], caption_image_paths(split), strict=True):
+        position = seen.get(path, 0)
+        seen[path] = position + 1
+        if path not in attributes:
+            raise DataError(
+                f"attributes.json: no record for image {path!r} (stale benchmark: rerun the prepare stage)"
+            )
+        entry = attributes[path]
+        records.append({"entry": entry, "caption": caption_record(entry, caption, position)})
+    return records
+
+
+def stated_values(caption: dict[str, Any]) -> dict[str, str]:
+    """The identity attributes a caption record states, "<scale>.<name>" -> canonical value (the generator
+    records the value, never the synonym the text uses; a noisy caption's wrong value is what it states).
+    The view is left out: it describes the shot, not the identity."""
+    return {key: value for key, value in caption["mentions"].items() if key != "view"}
 
 
 def query_attributes(split: dict[str, Any], attributes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per query of an evaluation split: its identity's attributes, the keys its caption states, and whether
     the caption carries a deliberately wrong value (caption noise)."""
-    records, seen = [], {}
-    for q, caption in enumerate(split["captions"]):
-        image = split["caption_image_index"][q]
-        position = seen.get(image, 0)
-        seen[image] = position + 1
-        entry = attributes[split["image_paths"][image]]
-        caption_info = caption_record(entry, caption, position)
-        records.append(
-            {
-                "identity": flat_identity(entry["identity"]),
-                "stated": [k for k in caption_info["mentions"] if k != "view"],
-                "noisy": caption_info.get("noise") is not None,
-            }
-        )
-    return records
+    return [
+        {
+            "identity": flat_identity(record["entry"]["identity"]),
+            "stated": list(stated_values(record["caption"])),
+            "noisy": record["caption"].get("noise") is not None,
+        }
+        for record in caption_records(split, attributes)
+    ]
 
 
 def _percent(part: int, whole: int) -> float | None:

@@ -42,6 +42,11 @@ class Prepared:
             )
         return self.root / name
 
+    def attributes_file(self, name: str) -> Path:
+        """The synthetic benchmark's attribute records (attributes.json beside imgs/; public benchmarks have
+        none), found through split `name`'s image root."""
+        return self.image_root(name).parent / paths.ATTRIBUTES_FILE
+
     def split(self, name: str) -> dict:
         """The records of split `name` (records.json)."""
         if name not in self._records:
