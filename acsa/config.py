@@ -77,6 +77,9 @@ class ModelConfig:
     use_local: bool = True  # the asymmetric cross-attention branch
     use_regions: bool = True  # body-region tokens (head, upper, lower, feet)
     use_windows: bool = True  # window tokens of an intermediate stage
+    use_image_token: bool = True  # the image-level token (mean of the region and window tokens)
+    global_text: str = "sentence"  # sentence | sentence_and_phrases (+ attention pooling of the phrases)
+    attention: str = "image_queries"  # image_queries (paper) | phrase_queries (reverse) | both (released)
     attention_scale: float = 20.0  # lambda in the phrase softmax
     leaky_slope: float = 0.1
     mask_padding: bool = True  # False reproduces the released code (pad phrases attended to)
@@ -141,6 +144,8 @@ _CHOICES = {
     "data.dataset": DATASETS,
     "text.pooling": ("mean", "cls"),
     "image.parts": ("stripes", "channels"),
+    "model.global_text": ("sentence", "sentence_and_phrases"),
+    "model.attention": ("image_queries", "phrase_queries", "both"),
     "loss.cmpm_target_norm": ("l1", "l2"),
     "train.schedule": ("cosine", "step"),
     "evaluate.local_mode": ("exact", "rerank"),
@@ -217,7 +222,18 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
             known = ", ".join([*hints, *_META_KEYS])
             raise ConfigError(f"{name}: unknown section (known: {known})")
         sections[name] = _build_section(name, hints[name], value)
-    return Params(**sections)
+    params = Params(**sections)
+    _check_combinations(params)
+    return params
+
+
+def _check_combinations(params: Params) -> None:
+    """Settings that are valid one by one but not together: a one-line ConfigError naming the keys."""
+    model = params.model
+    if not (model.use_image_token or model.use_regions or model.use_windows):
+        raise ConfigError(
+            "model.use_image_token, model.use_regions, model.use_windows: all false leaves the image no token"
+        )
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -10,7 +10,9 @@ Outputs: OUT (default reports/explain/main), written atomically:
                          rank of its first match, the top-10 gallery images and which of them match
   attention.safetensors  a[r, p], the attention of image token r over the query's phrases p (softmax over
                          phrases, docs/method.md): `top1` [Q, R, P] on each query's top-1 image, `own`
-                         [Q, R, P] on its own image (not written for a model without the local branch)
+                         [Q, R, P] on its own image (not written for a model without the local branch).
+                         For a model scored with phrase_queries (gallery.json `attention_direction`), the
+                         reverse attention a'[p, r] (softmax over image tokens) transposed to [R, P]
   embedding.json         a t-SNE map (2-D) of the global image and text features of --tsne-ids test identities
   attribute_errors.json  synthetic benchmark only (acsa.analysis.attributes): R@1 per stated attribute, and
                          the attributes on which R@1 misses' top-1 image differs from the query's identity
@@ -68,6 +70,7 @@ def explain(
         "tokens": token_layout(encoder.token_names, encoder.parts, encoder.window_grid),
         "parts": encoder.parts,
         "has_attention": model.uses_local,
+        "attention_direction": model.scoring_direction,
         "top_k": len(rankings[0]["top"]) if rankings else 0,
     }
     embedding = tsne_map(

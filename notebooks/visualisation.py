@@ -55,7 +55,10 @@ display(views.rank_table(explained.queries))
 # top row, the region tokens as horizontal stripes (head, upper, lower, feet at the encoder's stripe
 # fractions); bottom row, the window tokens (cells of the window grid). The number on each stripe or cell
 # is a[token, phrase]: the share of that token's attention given to the phrase (each token's weights over the
-# phrases sum to 1). For a failure, the maps are drawn on the wrong top-1 image and on the query's own image.
+# phrases sum to 1). For a model scored with the reverse attention (`model.attention: phrase_queries`) it is
+# a'[phrase, token] instead: the share of the phrase's attention given to that token (each phrase's weights
+# over the tokens sum to 1). For a failure, the maps are drawn on the wrong top-1 image and on the query's own
+# image.
 
 # %%
 if explained.attention is None:

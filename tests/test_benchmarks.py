@@ -19,7 +19,14 @@ from acsa.scoring import metrics as acsa_metrics
 from acsa.scoring.metrics import rank_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository
-from benchmarks import gpu_check, local_similarity, repro_time, scaling, train_speed  # noqa: E402
+from benchmarks import (  # noqa: E402
+    gpu_check,
+    local_similarity,
+    repro_time,
+    reverse_similarity,
+    scaling,
+    train_speed,
+)
 from benchmarks.common import REPO, format_table, peak_memory  # noqa: E402
 from benchmarks.problems import make_problem, tied_cross_attention  # noqa: E402
 
@@ -272,3 +279,12 @@ runpy.run_path("benchmarks/gpu_check.py", run_name="__main__")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "gpu.json").read_text())["evaluation"]["status"] == "ok"
+
+
+def test_reverse_benchmark_runs_and_agrees_with_the_paper_form(tmp_path):
+    sizes = ["--captions", "60", "--images", "40", "--ids", "12", "--phrases", "5", "--dim", "16", "--k", "8"]
+    summary = reverse_similarity.main([*sizes, "--repeats", "1", "--out", str(tmp_path / "reverse.json")])
+    rows = {row["mode"]: row for row in summary["rows"]}
+    assert set(rows) == {"forward exact", "forward top-8", "reverse exact", "reverse top-8"}
+    assert rows["reverse exact"]["max diff"] < 1e-5 and rows["reverse top-8"]["max diff"] < 1e-5
+    assert json.loads((tmp_path / "reverse.json").read_text())["sizes"]["captions"] == 60

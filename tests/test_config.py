@@ -93,6 +93,12 @@ def test_float_written_without_dot_is_accepted(tmp_path):
         ("model:\n  use_local: 'yes'\n", "model.use_local: expected bool"),
         ("image:\n  parts: grid\n", "image.parts: 'grid' is not one of stripes, channels"),
         ("data:\n  dataset: market\n", "data.dataset: 'market' is not one of"),
+        ("model:\n  attention: mutual\n", "model.attention: 'mutual' is not one of image_queries, phrase_q"),
+        ("model:\n  global_text: tokens\n", "model.global_text: 'tokens' is not one of sentence, "),
+        (
+            "model:\n  use_image_token: false\n  use_regions: false\n  use_windows: false\n",
+            "model.use_image_token, model.use_regions, model.use_windows: all false leaves the image no",
+        ),
         ("train: 3\n", "train: expected a mapping"),
         ("[1, 2]\n", "expected a mapping of sections"),
     ],

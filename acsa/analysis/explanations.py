@@ -60,8 +60,14 @@ def query_records(split: dict, rankings: list[dict], phrases: list[str]) -> list
 def attention_maps(
     model: ACSA, image_tokens, phrase_tokens, phrase_mask, images: torch.Tensor
 ) -> torch.Tensor:
-    """a [R, P] of each query q over gallery image images[q]: [Q, R, P] (one small product per pair)."""
-    attend = model.cross_attention.attention_weights
+    """a [R, P] of each query q over gallery image images[q]: [Q, R, P] (one small product per pair). For a
+    model scored with phrase_queries (`model.attention`), the attention it scores with: a'[p, r] of each
+    phrase over the image tokens, transposed to [R, P] (each real phrase's column sums to 1)."""
+    reverse = model.scoring_direction == "phrase_queries"
+
+    def attend(image_tokens, phrase_tokens, phrase_mask):
+        return model.cross_attention.attention_weights(image_tokens, phrase_tokens, phrase_mask, reverse)
+
     threads = torch.get_num_threads()
     # tiny products: more threads only add synchronisation (much slower on busy shared cores)
     torch.set_num_threads(1)

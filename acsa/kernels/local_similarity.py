@@ -32,6 +32,7 @@ d projection dim. Padded phrases (mask False) get no weight; a caption without a
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -51,6 +52,13 @@ _BLOCK_TEXTS = 32  # captions per block: [t*P, d] @ [d, R*n] products with t*P =
 # On a GPU, caches do not bound the block: larger blocks mean fewer kernel launches.
 _BLOCK_ELEMENTS_GPU = 1 << 26
 _BLOCK_TEXTS_GPU = 1024
+
+
+def block_budget(device: torch.device) -> tuple[int, int]:
+    """(captions, elements) of one block on `device`."""
+    if device.type == "cpu":
+        return _BLOCK_TEXTS, _BLOCK_ELEMENTS
+    return _BLOCK_TEXTS_GPU, _BLOCK_ELEMENTS_GPU
 
 
 @dataclass
@@ -171,6 +179,36 @@ class _BlockRunner:
             future.result()
 
 
+def score_in_blocks(
+    images: ProjectedImages,
+    num_texts: int,
+    num_phrases: int,
+    score_block: Callable[[slice, slice, Tensor, Tensor], Tensor],
+    text_chunk: int,
+    image_chunk: int,
+) -> Tensor:
+    """[T, I] scores of every caption and image, block by block: `score_block(texts, rows, query_t,
+    value_t)` -> [t, n] scores the captions `texts` against the images `rows`, given those images
+    token-major (query_t, value_t [d, R*n], columns ordered (r, n)). Blocks hold at most `text_chunk`
+    captions x `image_chunk` images, fewer when that makes for cache-sized [t, p, r, n] tensors; the caption
+    blocks of an image block run on _BlockRunner's workers."""
+    num_images, num_tokens = images.query.shape[:2]
+    max_texts, max_elements = block_budget(images.query.device)
+    texts = max(1, min(text_chunk, max_texts))
+    image_block = max(1, min(image_chunk, max_elements // (texts * num_phrases * num_tokens)))
+    out = images.query.new_empty(num_texts, num_images)
+    with _BlockRunner(images.query) as run:
+        for i0 in range(0, num_images, image_block):
+            rows = slice(i0, i0 + image_block)
+            query_t, value_t = _token_major(images.query[rows]), _token_major(images.value[rows])  # [d, R*n]
+
+            def score(t0: int, rows=rows, query_t=query_t, value_t=value_t) -> None:
+                out[t0 : t0 + texts, rows] = score_block(slice(t0, t0 + texts), rows, query_t, value_t)
+
+            run(score, range(0, num_texts, texts))  # waits: the next image block reuses no memory
+    return out
+
+
 class LocalSimilarityKernel:
     """S(i, t) from projected tokens, for every pair (`score_pairwise`) or for candidate lists
     (`score_candidates`). `attention_scale` is lambda of the phrase softmax, `leaky_slope` the LeakyReLU's."""
@@ -243,13 +281,6 @@ class LocalSimilarityKernel:
             cosine = numerator * (context_sq * value_sq).clamp_min(tiny).rsqrt()
         return cosine.view(num_texts, num_tokens, -1).mean(dim=1)  # [t, n]
 
-    @staticmethod
-    def _budget(device: torch.device) -> tuple[int, int]:
-        """(captions, elements) of one block on `device`."""
-        if device.type == "cpu":
-            return _BLOCK_TEXTS, _BLOCK_ELEMENTS
-        return _BLOCK_TEXTS_GPU, _BLOCK_ELEMENTS_GPU
-
     def score_pairwise(
         self,
         images: ProjectedImages,
@@ -259,25 +290,13 @@ class LocalSimilarityKernel:
     ) -> Tensor:
         """S(i, t) for every caption and image: [T, I]. Blocks hold at most `text_chunk` captions x
         `image_chunk` images (smaller when that makes for cache-sized blocks)."""
-        num_texts, num_phrases = phrases.key.shape[:2]
-        num_images, num_tokens = images.query.shape[:2]
-        max_texts, max_elements = self._budget(images.query.device)
-        texts = max(1, min(text_chunk, max_texts))
-        image_block = max(1, min(image_chunk, max_elements // (texts * num_phrases * num_tokens)))
         text = self._text_side(phrases)
-        out = images.query.new_empty(num_texts, num_images)
-        with _BlockRunner(images.query) as run:
-            for i0 in range(0, num_images, image_block):
-                block = images[i0 : i0 + image_block]
-                query_t, value_t = _token_major(block.query), _token_major(block.value)  # [d, R*n]
-                value_norm = block.value_norm.T  # [R, n]
 
-                def score(t0: int, i0=i0, query_t=query_t, value_t=value_t, value_norm=value_norm) -> None:
-                    scores = self._block(text[t0 : t0 + texts], query_t, value_t, value_norm)
-                    out[t0 : t0 + texts, i0 : i0 + image_block] = scores
+        def block(texts: slice, rows: slice, query_t: Tensor, value_t: Tensor) -> Tensor:
+            return self._block(text[texts], query_t, value_t, images.value_norm[rows].T)  # value_norm [R, n]
 
-                run(score, range(0, num_texts, texts))  # waits: the next image block reuses no memory
-        return out
+        num_texts, num_phrases = phrases.key.shape[:2]
+        return score_in_blocks(images, num_texts, num_phrases, block, text_chunk, image_chunk)
 
     def score_candidates(
         self,
@@ -302,7 +321,7 @@ class LocalSimilarityKernel:
             return out
         text = self._text_side(phrases)
         order = minhash_order(candidates)
-        max_texts, max_elements = self._budget(images.query.device)
+        max_texts, max_elements = block_budget(images.query.device)
         if images.query.device.type != "cpu":  # batched gathers [t, R*k, d] stay within the block budget
             max_texts = min(
                 max_texts, max(1, max_elements // (images.query.shape[1] * k * images.query.shape[2]))
@@ -350,7 +369,7 @@ class LocalSimilarityKernel:
     def _score_dense(self, text: _TextSide, gather: _TokenGather, union: Tensor) -> Tensor:
         """S [t, U] of a chunk's captions against every image of `union` (gallery indices), in blocks."""
         num_texts, num_phrases = text.key.shape[:2]
-        max_elements = self._budget(union.device)[1]
+        max_elements = block_budget(union.device)[1]
         image_block = max(1, max_elements // (num_texts * num_phrases * gather.num_tokens))
         blocks = range(0, union.numel(), image_block)
         return torch.cat([self._block(text, *gather(union[u : u + image_block])) for u in blocks], dim=1)

@@ -22,6 +22,7 @@ from acsa.model.cross_attention import AsymmetricCrossAttention
 from acsa.model.features import ImageFeatures, TextFeatures
 from acsa.model.image_encoder import ImageEncoder, bn_neck
 from acsa.model.losses import cmpc_loss, cmpm_loss, local_loss
+from acsa.model.phrase_pooling import PhraseAttentionPool
 from acsa.model.text_encoder import TextEncoder
 from acsa.storage.checkpoint import load_checkpoint, save_checkpoint
 
@@ -33,6 +34,15 @@ TRAINING_ONLY_KEYS = {  # ... except keys that only shape training
     "text.lr",
     "text.batch_size",
 }
+# model.attention -> the directions whose local loss is trained (each weighted by loss.local_weight), and the
+# loss key of each direction. Test-time scoring uses the reverse direction only for `phrase_queries`
+# (`both` is scored with image_queries, as the released code does).
+TRAINED_DIRECTIONS = {
+    "image_queries": ("image_queries",),
+    "phrase_queries": ("phrase_queries",),
+    "both": ("image_queries", "phrase_queries"),
+}
+LOCAL_LOSS_KEYS = {"image_queries": "local_loss", "phrase_queries": "reverse_local_loss"}
 
 
 class ACSA(nn.Module):
@@ -56,6 +66,7 @@ class ACSA(nn.Module):
             use_regions=mcfg.use_regions,
             use_windows=mcfg.use_windows,
             pretrained=pretrained,
+            use_image_token=mcfg.use_image_token,
         )
         self.text_encoder = TextEncoder(params.text, pretrained=pretrained) if params.text.finetune else None
         if self.text_encoder is not None and self.text_encoder.hidden_size != text_hidden_size:
@@ -79,6 +90,9 @@ class ACSA(nn.Module):
         # CMPC identity classifier [D, C]; columns are L2-normalised in the loss
         self.classifier = nn.Parameter(torch.empty(dim, num_classes))
         nn.init.xavier_uniform_(self.classifier)
+        # created last, so that every other parameter starts as in a model without it (same seed)
+        self.phrase_pool = PhraseAttentionPool(dim) if mcfg.global_text == "sentence_and_phrases" else None
+        self.attention_direction = mcfg.attention  # model.attention: the directions trained
 
     # text statistics
 
@@ -113,12 +127,20 @@ class ACSA(nn.Module):
     def encode_text(
         self, sentence_hidden: Tensor, phrase_hidden: Tensor, phrase_mask: Tensor
     ) -> TextFeatures:
-        """sentence_hidden [B, H], phrase_hidden [B, P, H], phrase_mask [B, P] -> TextFeatures."""
+        """sentence_hidden [B, H], phrase_hidden [B, P, H], phrase_mask [B, P] -> TextFeatures.
+
+        Global feature: BN(Linear(sentence)), or with `model.global_text: sentence_and_phrases`
+        BN(Linear(sentence) + attention pooling of the projected real phrases) (acsa.model.phrase_pooling).
+        """
         sentence = (sentence_hidden - self.sentence_mean) / self.sentence_std
         phrases = (phrase_hidden - self.phrase_mean) / self.phrase_std
+        sentence_feat = self.sentence_proj(sentence)  # [B, D]
+        phrase_tokens = self.phrase_proj(phrases)  # [B, P, D]
+        if self.phrase_pool is not None:
+            sentence_feat = sentence_feat + self.phrase_pool(phrase_tokens, phrase_mask)
         return TextFeatures(
-            global_feat=self.sentence_neck(self.sentence_proj(sentence)),
-            phrase_tokens=self.phrase_proj(phrases),
+            global_feat=self.sentence_neck(sentence_feat),
+            phrase_tokens=phrase_tokens,
             phrase_mask=phrase_mask.bool(),
         )
 
@@ -161,6 +183,11 @@ class ACSA(nn.Module):
     def uses_local(self) -> bool:
         return self.cross_attention is not None
 
+    @property
+    def scoring_direction(self) -> str:
+        """The attention direction of the local score at validation and test time."""
+        return "phrase_queries" if self.attention_direction == "phrase_queries" else "image_queries"
+
     def local_similarity(
         self,
         text_feats: TextFeatures,
@@ -168,22 +195,29 @@ class ACSA(nn.Module):
         candidates: Tensor | None = None,
         chunk_size: int = 128,
         image_chunk: int = 512,
+        direction: str | None = None,
     ) -> Tensor:
         """Local score S(i, t): exact for every pair [T, I], or for each caption's candidate gallery indices
-        (`candidates` [T, k], e.g. its global top-k) [T, k]. `chunk_size` captions are scored at a time."""
+        (`candidates` [T, k], e.g. its global top-k) [T, k]. `chunk_size` captions are scored at a time.
+        `direction`: image_queries (S) or phrase_queries (S_rev); default `scoring_direction`."""
         if self.cross_attention is None:
             raise RuntimeError("local similarity needs model.use_local: true")
+        reverse = (direction or self.scoring_direction) == "phrase_queries"
         args = (image_feats.tokens, text_feats.phrase_tokens, text_feats.phrase_mask)
         if candidates is None:
-            return self.cross_attention.pairwise_local_similarity(*args, chunk_size, image_chunk)
-        return self.cross_attention.rerank_local_similarity(*args, candidates, chunk_size)
+            return self.cross_attention.pairwise_local_similarity(
+                *args, chunk_size, image_chunk, reverse=reverse
+            )
+        return self.cross_attention.rerank_local_similarity(*args, candidates, chunk_size, reverse=reverse)
 
     # training objective
 
     def losses(
         self, image_feats: ImageFeatures, text_feats: TextFeatures, labels: Tensor, loss_cfg: LossConfig
     ) -> dict[str, Tensor]:
-        """Weighted loss terms of a batch of B aligned (image, caption) pairs, plus `loss`, their sum.
+        """Weighted loss terms of a batch of B aligned (image, caption) pairs, plus `loss`, their sum:
+        cmpm_loss, cmpc_loss, and with the local branch local_loss (image tokens query phrases) and/or
+        reverse_local_loss (phrases query image tokens), as `model.attention` says.
 
         With `drop_cmpm_below` set (released-code heuristic), CMPM is left out of `loss` in a step where its
         unweighted value falls below the threshold; it is still reported (detached).
@@ -195,10 +229,11 @@ class ACSA(nn.Module):
             "cmpc_loss": loss_cfg.cmpc_weight * cmpc_loss(x, t, labels, self.classifier),
         }
         if self.uses_local:
-            scores = self.local_similarity(text_feats, image_feats)  # [B texts, B images]
-            out["local_loss"] = loss_cfg.local_weight * local_loss(
-                scores, labels, self.attention_scale, loss_cfg.cmpm_target_norm, loss_cfg.cmpm_eps
-            )
+            for direction in TRAINED_DIRECTIONS[self.attention_direction]:
+                scores = self.local_similarity(text_feats, image_feats, direction=direction)  # [B, B]
+                out[LOCAL_LOSS_KEYS[direction]] = loss_cfg.local_weight * local_loss(
+                    scores, labels, self.attention_scale, loss_cfg.cmpm_target_norm, loss_cfg.cmpm_eps
+                )
         terms = dict(out)
         threshold = loss_cfg.drop_cmpm_below
         if threshold is not None and float(cmpm.detach()) < threshold:  # unweighted, as in the released code

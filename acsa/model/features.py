@@ -16,12 +16,15 @@ class ImageFeatures:
     """What the image encoder returns for a batch of images."""
 
     global_feat: Tensor  # [B, D] pooled last stage -> Linear -> BatchNorm neck (global alignment)
-    tokens: Tensor  # [B, R, D] image token set for the cross-attention: [mean, regions..., windows...]
+    # [B, R, D] image token set for the cross-attention: [mean, regions..., windows...] (no mean with
+    # model.use_image_token false; [global] alone without regions and windows)
+    tokens: Tensor
 
 
 @dataclass
 class TextFeatures:
-    global_feat: Tensor  # [B, D] sentence -> standardise -> Linear -> BatchNorm neck (global alignment)
+    # [B, D] sentence -> standardise -> Linear (+ phrase attention pooling: model.global_text) -> BN neck
+    global_feat: Tensor
     phrase_tokens: Tensor  # [B, P, D] phrases -> standardise -> Linear (the cross-attention's K/V follow)
     phrase_mask: Tensor  # [B, P] bool, True = real phrase
 

@@ -126,12 +126,18 @@ class ImageEncoder(nn.Module):
         use_regions: bool = True,
         use_windows: bool = True,
         pretrained: bool = True,
+        use_image_token: bool = True,
     ) -> None:
-        """`pretrained=False` ignores `cfg.pretrained_path` (for a model whose checkpoint has the weights)."""
+        """`pretrained=False` ignores `cfg.pretrained_path` (for a model whose checkpoint has the weights).
+        `use_image_token=False` leaves the image-level token out of the token set (region and window tokens
+        only); without region and window tokens the global embedding is the only token, so it needs one."""
         super().__init__()
+        if not (use_image_token or use_regions or use_windows):
+            raise ValueError("use_image_token, use_regions and use_windows all false leave no image token")
         self.parts = cfg.parts
         self.use_regions = use_regions
         self.use_windows = use_windows
+        self.use_image_token = use_image_token
         self.window_grid = tuple(cfg.window_grid)
         self.backbone = create_backbone(
             cfg.backbone,
@@ -168,7 +174,10 @@ class ImageEncoder(nn.Module):
         # windows are interchangeable (any grid), so they share one head
         self.window_head = _head(channels[self.window_stage], embed_dim, dropout)
 
-        self.token_names = ["mean"] if (use_regions or use_windows) else ["global"]
+        if use_regions or use_windows:
+            self.token_names = ["mean"] if use_image_token else []
+        else:
+            self.token_names = ["global"]
         if use_regions:
             self.token_names += list(REGION_NAMES)
         if use_windows:
@@ -207,9 +216,9 @@ class ImageEncoder(nn.Module):
             tokens.append(self.regions(last, pooled))
         if self.use_windows:
             tokens.append(self.windows(maps[self.window_stage]))
-        if tokens:
-            parts = torch.cat(tokens, dim=1)  # [b, r-1, d]
-            token_set = torch.cat([parts.mean(dim=1, keepdim=True), parts], dim=1)
-        else:  # no region or window tokens: the global embedding is the only token
-            token_set = global_feat[:, None]
+        if not tokens:  # no region or window tokens: the global embedding is the only token
+            return ImageFeatures(global_feat=global_feat, tokens=global_feat[:, None])
+        token_set = torch.cat(tokens, dim=1)  # [b, r, d] sub-image tokens: regions..., windows...
+        if self.use_image_token:  # [mean, regions..., windows...]: [b, r + 1, d]
+            token_set = torch.cat([token_set.mean(dim=1, keepdim=True), token_set], dim=1)
         return ImageFeatures(global_feat=global_feat, tokens=token_set)

@@ -178,7 +178,8 @@ def draw_attention(explained: Explained, query: int, image: int, maps: np.ndarra
     """For each phrase (a column): how much each image token attends to it, a[r, p], drawn over the part of
     the image the token pools — region tokens as horizontal stripes (top row), window tokens as grid cells
     (bottom row); the pooled token's weight is in the column title. One colour scale for the whole figure;
-    the first column is the image itself."""
+    the first column is the image itself. For a model scored with phrase_queries the maps are the phrase's
+    attention over the tokens, a'[p, r] (each column sums to 1 over the tokens)."""
     q = explained.queries[query]
     phrases = q["phrases"]
     tokens = explained.gallery["tokens"]
@@ -233,7 +234,9 @@ def draw_attention(explained: Explained, query: int, image: int, maps: np.ndarra
                 ax.set_title(title, fontsize=8)
     if phrases:
         mappable = plt.cm.ScalarMappable(norm=plt.Normalize(0, vmax), cmap=cmap)
-        fig.colorbar(mappable, ax=axes, shrink=0.8, label="a[token, phrase]")
+        reverse = explained.gallery.get("attention_direction") == "phrase_queries"
+        label_text = "a'[phrase, token]" if reverse else "a[token, phrase]"
+        fig.colorbar(mappable, ax=axes, shrink=0.8, label=label_text)
     fig.suptitle(label, fontsize=10, x=0.01, ha="left")
     return fig
 
