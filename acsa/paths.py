@@ -43,12 +43,14 @@ LOGS = Path("logs")  # the output of runs trained side by side (one file per run
 
 
 def run_name(model_dir: Path) -> Path:
-    """The part of a model folder that names its run: `main`, or `study/<configuration>/seed-<seed>`."""
-    model_dir = Path(model_dir)
-    try:
-        return model_dir.relative_to(STUDY_MODELS.parent)
-    except ValueError:
-        return Path(model_dir.name)
+    """The part of a model folder that names its run: `main`, or `study/<configuration>[/seed-<seed>]` for a
+    folder under models/study (wherever that is)."""
+    parts = Path(model_dir).parts
+    study = STUDY_MODELS.parts  # ("models", "study")
+    for i in range(len(parts) - len(study), -1, -1):
+        if parts[i : i + len(study)] == study and len(parts) > i + len(study):
+            return Path(*parts[i + 1 :])
+    return Path(Path(model_dir).name)
 
 
 def checkpoints_for(model_dir: Path) -> Path:

@@ -35,6 +35,15 @@ def threads_per_run(parallel: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, parallel))
 
 
+def _same_code_env() -> dict[str, str]:
+    """The environment of a child: this one, with the folder holding this package first on PYTHONPATH, so
+    that every run executes the same code as the process that started it, whatever the working folder."""
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
 def _tail(path: Path, lines: int = 1) -> str:
     try:
         text = path.read_text(errors="replace").replace("\r", "\n").strip().splitlines()
@@ -58,7 +67,10 @@ def run_side_by_side(module: str, runs: Sequence[Run], parallel: int) -> None:
                 run.log_file.parent.mkdir(parents=True, exist_ok=True)
                 with open(run.log_file, "w") as out:
                     child = subprocess.Popen(
-                        [sys.executable, "-m", module, *run.argv], stdout=out, stderr=subprocess.STDOUT
+                        [sys.executable, "-m", module, *run.argv],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=_same_code_env(),
                     )
                 active[run.name] = (child, run, time.perf_counter())
                 log.info("%s: started (log: %s)", run.name, run.log_file)
