@@ -46,6 +46,9 @@ class SyntheticConfig:
     occlusion_rate: float = 0.15
     caption_noise_rate: float = 0.03  # share of captions with one wrong attribute word
     seed: int = 0
+    # exact totals [train, val, test] (e.g. CUHK-PEDES's); None = ids x images_per_id, images x captions
+    split_images: list[int] | None = None
+    split_captions: list[int] | None = None
 
 
 @dataclass(frozen=True)
