@@ -242,7 +242,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "caps": {name: count_rows(c, caps) for name, c in counts.items()},
         "count_histograms": {name: dict(sorted(Counter(c).items())) for name, c in counts.items()},
         "synthetic": synthetic,
-        "outputs": outputs,
         "machine_at_end": machine_info(),
     }
 
