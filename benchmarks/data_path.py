@@ -16,10 +16,11 @@ CUHK-PEDES would run it (`--set data.dataset=cuhk-pedes --set data.root=benchmar
                                                 val split (exact local scores) and the checkpoint
     evaluate    python -m acsa.evaluate ...     val (fusion weight) and test, exact local scores
 
-Time: wall clock of the stage's process. Peak memory: its largest resident set (ru_maxrss of os.wait4 on the
-process, which covers the children it waited for). Goals of issue 15 on 2 cores (checked at --scale 1):
-prepare + embed_text <= 15 min, evaluate <= 3 min, peak memory <= 8 GB. The stages' own logs are in
-SCRATCH/logs/ (--keep keeps SCRATCH).
+Time: wall clock of the stage's process, and its CPU time (all threads: on busy shared cores the wall time
+grows, the CPU time much less, so it shows what a quiet machine would take). Peak memory: the largest
+resident set of the stage's process and the children it waited for (ru_maxrss). Goals of issue 15 on 2
+cores (checked at --scale 1): prepare + embed_text <= 15 min, evaluate <= 3 min, peak memory <= 8 GB. The
+stages' own logs are in SCRATCH/logs/ (--keep keeps SCRATCH).
 
 Not run in CI (about half an hour); tests/test_benchmarks.py runs it at --scale 0.002 with --in-process
 (each stage's main called in this process: seconds instead of a minute of interpreter starts, but the peak
@@ -103,15 +104,16 @@ def commands(params: Path, sizes, train_steps: int, overrides: list[str]) -> dic
 _LAUNCHER = (
     "import json, resource, subprocess, sys; "
     "code = subprocess.call(sys.argv[2:]); "
-    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
-    "open(sys.argv[1], 'w').write(json.dumps({'exit': code, 'peak_kb': peak})); "
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "cpu = usage.ru_utime + usage.ru_stime; "
+    "open(sys.argv[1], 'w').write(json.dumps({'exit': code, 'peak_kb': usage.ru_maxrss, 'cpu_s': cpu})); "
     "sys.exit(0)"
 )
 
 
 def run_command(command: list[str], cwd: Path, log_path: Path) -> dict[str, Any]:
-    """Run one stage; its wall time, peak resident memory (MB: ru_maxrss of the stage and the children it
-    waited for) and exit status."""
+    """Run one stage; its wall time, CPU time (user + system, all threads), peak resident memory (MB:
+    ru_maxrss of the stage and the children it waited for) and exit status."""
     env = environment()
     env["PYTHONPATH"] = str(REPO)  # this checkout's acsa, whatever the environment has installed
     report = log_path.with_suffix(".rusage.json")
@@ -127,25 +129,27 @@ def run_command(command: list[str], cwd: Path, log_path: Path) -> dict[str, Any]
         )
         seconds = time.perf_counter() - started
     result = json.loads(report.read_text())
-    return {"seconds": seconds, "peak_mb": result["peak_kb"] / 1024, "exit": result["exit"]}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": result["cpu_s"],
+        "peak_mb": result["peak_kb"] / 1024,
+        "exit": result["exit"],
+    }
 
 
 def run_in_process(command: list[str], cwd: Path) -> dict[str, Any]:
     """Call the stage's main (command: python -m MODULE ARGS...) here, in `cwd`; for tests."""
     module, argv = command[2], command[3:]
     before = Path.cwd()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         os.chdir(cwd)
         importlib.import_module(module).main(argv)
     finally:
         os.chdir(before)
-    seconds = time.perf_counter() - started
-    return {
-        "seconds": seconds,
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "exit": 0,
-    }
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak, "exit": 0}
 
 
 def goal_rows(rows: dict[str, dict[str, Any]], full_size: bool) -> list[dict[str, Any]]:
@@ -233,7 +237,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     summary = run(args)
-    print(format_table(summary["rows"], ["stage", "seconds", "peak_mb", "load"]))
+    print(format_table(summary["rows"], ["stage", "seconds", "cpu_seconds", "peak_mb", "load"]))
     print(format_table(summary["goals"], ["goal", "measured", "met"]))
     print(f"sizes: {summary['sizes']}; benchmark on disk {summary['benchmark_mb']:.0f} MB")
     print(f"machine: {summary['machine_at_start']}; load at end {summary['machine_at_end']['load_average']}")
