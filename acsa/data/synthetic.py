@@ -50,6 +50,7 @@ from acsa.data.synthetic_render import (
     item_side,
     render,
 )
+from acsa.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -507,7 +508,7 @@ def _validate(cfg: SyntheticConfig) -> None:
             checks.append((key, ok, f"must be [train, val, test] with at least {least} (2 per {what})"))
     for key, ok, rule in checks:
         if not ok:
-            raise ValueError(f"synthetic.{key}: {rule}, got {getattr(cfg, key)!r}")
+            raise ConfigError(f"synthetic.{key}: {rule}, got {getattr(cfg, key)!r}")
 
 
 def _spread(total: int, n: int, rng: np.random.Generator) -> list[int]:
@@ -634,13 +635,16 @@ def generate_synthetic(out_dir: Path, cfg: SyntheticConfig) -> Path:
     return out_dir
 
 
+_USAGE = """Write the synthetic benchmark alone (what `prepare` generates for `data.dataset: synthetic`),
+sized by the `synthetic` section of params.yaml and --set synthetic.KEY=VALUE, e.g. to read it back as a
+public benchmark with `data.dataset=cuhk-pedes data.root=DIR` (benchmarks/data_path.py does)."""
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m acsa.data.synthetic --out DIR [--params FILE] [--set synthetic.KEY=VALUE ...]`: write the
-    synthetic benchmark alone (what `prepare` generates for `data.dataset: synthetic`), e.g. to read it back
-    as a public benchmark with `data.dataset=cuhk-pedes data.root=DIR` (benchmarks/data_path.py does)."""
+    """`python -m acsa.data.synthetic --out DIR [--params FILE] [--set synthetic.KEY=VALUE ...]`."""
     from acsa.cli import params_from_args, stage_parser
 
-    parser = stage_parser(main.__doc__)
+    parser = stage_parser(_USAGE)
     parser.add_argument("--out", type=Path, required=True, help="folder to write (imgs/, reid_raw.json, ...)")
     args = parser.parse_args(argv)
     generate_synthetic(args.out, params_from_args(args).synthetic)
