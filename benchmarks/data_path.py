@@ -13,8 +13,8 @@ CUHK-PEDES would run it (`--set data.dataset=cuhk-pedes --set data.root=benchmar
     prepare     python -m acsa.prepare ...      read, check every image, noun phrases, tokens
     embed_text  python -m acsa.embed_text ...   frozen text features of every caption and unique phrase
     train       python -m acsa.train ...        --train-steps optimizer steps, then validation on the whole
-                                                val split (exact local scores) and the checkpoint
-    evaluate    python -m acsa.evaluate ...     val (fusion weight) and test, exact local scores
+                                                val split (exact local scores: epoch and fusion weight)
+    evaluate    python -m acsa.evaluate ...     the test split, exact local scores
 
 Time: wall clock of the stage's process, and its CPU time (all threads: on busy shared cores the wall time
 grows, the CPU time much less, so it shows what a quiet machine would take). Peak memory: the largest
@@ -77,7 +77,7 @@ def commands(params: Path, sizes, train_steps: int, overrides: list[str]) -> dic
         return [sys.executable, "-m", module, "--params", str(params), *sets, *args]
 
     data = ("data.dataset=cuhk-pedes", "data.root=benchmark")
-    features = "features/features.safetensors"
+    features = "features"
     return {
         "generate": stage(
             "acsa.data.synthetic", "--out", "benchmark", extra=tuple(generator_overrides(sizes))
