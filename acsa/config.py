@@ -29,7 +29,7 @@ DATASETS = ("synthetic", "cuhk-pedes", "icfg-pedes", "rstpreid")
 class DataConfig:
     dataset: str = "synthetic"  # one of DATASETS
     root: str = "data/benchmark"  # folder of a public benchmark; ignored for `synthetic`
-    num_phrases: int = 8  # noun phrases kept per caption (paper code: 10)
+    num_phrases: int = 10  # noun phrases kept per caption (paper code: 10)
     caption_max_tokens: int = 64  # paper code: 118
     phrase_max_tokens: int = 16  # paper code: 40
 
@@ -46,6 +46,9 @@ class SyntheticConfig:
     occlusion_rate: float = 0.15
     caption_noise_rate: float = 0.03  # share of captions with one wrong attribute word
     seed: int = 0
+    # exact totals [train, val, test] (e.g. CUHK-PEDES's); None = ids x images_per_id, images x captions
+    split_images: list[int] | None = None
+    split_captions: list[int] | None = None
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ Outputs: OUT (default data/prepared), written atomically (nothing is left behind
                                   and its queries; phrase indices into the split's own phrases.json
   OUT/<split>/phrases.json        the split's unique noun phrases
   OUT/<split>/tokens.safetensors  token ids / masks of the split's captions and unique phrases
-  OUT/summary.json                per split {"ids", "images", "captions"}, phrase statistics (DVC metrics)
+  OUT/summary.json                per split {"ids", "images", "captions"}, phrase statistics (DVC metrics):
+                                  unique phrases per split, kept per caption, captions without any, at
+                                  the cap (data.num_phrases) and over it (their last phrases dropped)
   OUT/benchmark/                  the generated benchmark (synthetic only: imgs/, reid_raw.json,
                                   attributes.json)
 and, for the synthetic benchmark, a contact sheet PNG (--contact-sheet, default reports/contact_sheet.png).
@@ -102,7 +104,8 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
         image_root = _image_root_for(benchmark, work, out)
         phrase_counts, unique_counts = [], {}
         for name, split in splits.items():
-            phrases = extract_all(split.captions, params.data.num_phrases)
+            # one phrase more than kept tells which captions lose phrases to the cap
+            phrases = extract_all(split.captions, params.data.num_phrases + 1)
             phrase_counts += [len(p) for p in phrases]
             vocabulary: dict[str, int] = {}
             rows = phrase_index(phrases, vocabulary, params.data.num_phrases)
@@ -115,14 +118,16 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
             tensors = {f"caption_{key}": value for key, value in captions.items()}
             tensors.update({f"phrase_{key}": value for key, value in phrase_tokens.items()})
             write_split(work, name, record, unique, tensors)
-        counts = np.asarray(phrase_counts)
+        found = np.asarray(phrase_counts)
+        kept = np.minimum(found, params.data.num_phrases)
         summary = {
             **split_summary(benchmark),
             "phrases": {
                 "unique_per_split": unique_counts,
-                "per_caption_mean": round(float(counts.mean()), 3),
-                "captions_without_phrases": int((counts == 0).sum()),
-                "captions_at_max": int((counts >= params.data.num_phrases).sum()),
+                "per_caption_mean": round(float(kept.mean()), 3),
+                "captions_without_phrases": int((kept == 0).sum()),
+                "captions_at_max": int((kept == params.data.num_phrases).sum()),
+                "captions_over_max": int((found > params.data.num_phrases).sum()),  # lost phrases to the cap
             },
         }
         write_json(work / paths.SUMMARY_FILE, summary)

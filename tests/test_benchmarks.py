@@ -20,6 +20,7 @@ from acsa.scoring.metrics import rank_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository
 from benchmarks import (  # noqa: E402
+    data_path,
     gpu_check,
     local_similarity,
     repro_time,
@@ -288,3 +289,41 @@ def test_reverse_benchmark_runs_and_agrees_with_the_paper_form(tmp_path):
     assert set(rows) == {"forward exact", "forward top-8", "reverse exact", "reverse top-8"}
     assert rows["reverse exact"]["max diff"] < 1e-5 and rows["reverse top-8"]["max diff"] < 1e-5
     assert json.loads((tmp_path / "reverse.json").read_text())["sizes"]["captions"] == 60
+
+
+def test_data_path_sizes_are_cuhk_pedes_at_full_scale():
+    sizes = data_path.split_sizes(1.0)
+    assert sizes == data_path.CUHK_PEDES
+    # the split sizes add up to 80,440 captions; the CUHK-PEDES paper's total is 80,412
+    assert sum(s[1] for s in sizes.values()) == 40_206 and sum(s[2] for s in sizes.values()) == 80_440
+    tiny = data_path.split_sizes(0.002)
+    assert tiny == {"train": (22, 68, 136), "val": (2, 6, 12), "test": (2, 6, 12)}  # >= 2 images per id
+
+
+def test_data_path_benchmark_small(tmp_path):
+    """The whole data path at 1/500 of CUHK-PEDES: generated in its layout, read back as cuhk-pedes."""
+    summary = data_path.main(
+        [
+            *("--scale", "0.002", "--train-steps", "2", "--set", "train.batch_size=8", "--in-process"),
+            *("--scratch", str(tmp_path / "scratch"), "--out", str(tmp_path / "data_path.json")),
+        ]
+    )
+    for split, (ids, images, captions) in data_path.split_sizes(0.002).items():
+        assert summary["prepared"][split] == {"ids": ids, "images": images, "captions": captions}
+    assert [row["stage"] for row in summary["rows"]] == list(data_path.STAGES)
+    assert all(row["seconds"] > 0 and row["peak_mb"] > 0 for row in summary["rows"])
+    assert {goal["met"] for goal in summary["goals"]} == {"n/a (scaled)"}  # goals hold at full size only
+    assert 0 <= summary["test_metrics"]["fused"]["R1"] <= 100
+    assert not (tmp_path / "scratch").exists() and (tmp_path / "data_path.json").is_file()
+
+
+def test_data_path_measures_each_stage_process(tmp_path):
+    hold = "b = bytearray(300 * 2**20); b[::4096] = bytes(len(b[::4096])); print('held')"
+    row = data_path.run_command([sys.executable, "-c", hold], tmp_path, tmp_path / "log")
+    assert row["exit"] == 0 and 300 <= row["peak_mb"] < 500 and row["seconds"] > 0
+    assert (tmp_path / "log").read_text().strip() == "held"
+    failed = data_path.run_command([sys.executable, "-c", "raise SystemExit(3)"], tmp_path, tmp_path / "log")
+    assert failed["exit"] == 3
+    rows = {name: {"seconds": 100.0, "peak_mb": 1000.0} for name in data_path.STAGES}
+    rows["evaluate"]["seconds"] = 200.0
+    assert [g["met"] for g in data_path.goal_rows(rows, full_size=True)] == [True, False, True]

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 
 from acsa import explain, report
+from acsa.config import load_params
 
 PNG = 'src="data:image/png;base64,'  # nbconvert writes <img alt=... src="data:image/png;base64,...">
 
@@ -52,7 +53,8 @@ def test_explain_outputs(smoke_run, explained):
     from safetensors.numpy import load_file
 
     maps = load_file(str(explained / "attention.safetensors"))
-    assert maps["top1"].shape == maps["own"].shape == (16, len(gallery["tokens"]), 8)
+    phrases = load_params(REPO / "params.yaml").data.num_phrases
+    assert maps["top1"].shape == maps["own"].shape == (16, len(gallery["tokens"]), phrases)
     real = maps["own"][0][:, : len(queries[0]["phrases"])]
     assert abs(real.sum(axis=1) - 1).max() < 1e-4  # each token's weights over the real phrases sum to 1
     embedding = json.loads((explained / "embedding.json").read_text())

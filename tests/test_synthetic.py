@@ -328,7 +328,56 @@ def test_caption_noise_rate(rate):
     assert all(noisy) if rate == 1.0 else not any(noisy)
 
 
+def _sizes(root: Path) -> dict[str, tuple[int, int, int, set, set]]:
+    """split -> (identities, images, captions, images per identity, captions per image)."""
+    out = {}
+    for split in SPLITS:
+        recs = [r for r in json.loads((root / "reid_raw.json").read_text()) if r["split"] == split]
+        per_id = defaultdict(int)
+        for r in recs:
+            per_id[r["id"]] += 1
+        per_image = {len(r["captions"]) for r in recs}
+        out[split] = (
+            len(per_id),
+            len(recs),
+            sum(len(r["captions"]) for r in recs),
+            set(per_id.values()),
+            per_image,
+        )
+    return out
+
+
+def test_exact_split_totals_spread_over_identities_and_images(tmp_path):
+    cfg = dataclasses.replace(TINY, split_images=[8, 5, 4], split_captions=[17, 10, 9])
+    sizes = _sizes(generate_synthetic(tmp_path / "a", cfg))
+    assert sizes == {
+        "train": (3, 8, 17, {2, 3}, {2, 3}),  # as CUHK-PEDES: 2-3 images per identity, a few 3-caption images
+        "val": (2, 5, 10, {2, 3}, {2}),
+        "test": (2, 4, 9, {2}, {2, 3}),
+    }
+    assert _digest(generate_synthetic(tmp_path / "b", cfg)) == _digest(tmp_path / "a")  # deterministic
+
+
+def test_larger_totals_add_images_and_keep_the_others(tmp_path):
+    small = generate_synthetic(tmp_path / "a", dataclasses.replace(TINY, split_images=[7, 4, 4]))
+    large = generate_synthetic(tmp_path / "b", dataclasses.replace(TINY, split_images=[9, 4, 4]))
+    first, second = (
+        {k: v for k, v in _digest(root).items() if k.startswith("imgs")} for root in (small, large)
+    )
+    assert set(first) < set(second) and all(second[k] == first[k] for k in first)
+    captions = [
+        {r["file_path"]: r["captions"] for r in json.loads((root / "reid_raw.json").read_text())}
+        for root in (small, large)
+    ]
+    assert all(captions[1][path] == text for path, text in captions[0].items())
+    default = generate_synthetic(tmp_path / "c", TINY)  # totals equal to ids x images_per_id: same files
+    same = generate_synthetic(tmp_path / "d", dataclasses.replace(TINY, split_images=[6, 4, 4]))
+    assert _digest(default) == _digest(same)
+
+
 BAD_VALUES = dict(
+    split_images=[6, 4],  # three totals
+    split_captions=[6, 4, 3],  # fewer captions than images
     train_ids=0,
     val_ids=0,
     test_ids=-1,

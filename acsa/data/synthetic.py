@@ -16,6 +16,13 @@ Output, in the CUHK-PEDES layout so that the same reader loads it:
 
 Every identity, image and caption has its own numpy Generator keyed by (seed, split, index, ...), so the
 output is byte-identical for a seed and growing one split does not change the others.
+
+Sizes: each identity has `images_per_id` images of `captions_per_image` captions, unless `split_images` /
+`split_captions` give a split's exact totals (e.g. CUHK-PEDES's 34,054 train images and 68,126 captions):
+then the images are spread over the identities as evenly as they divide (3 or 4 for CUHK-PEDES's 11,003
+training identities), the captions over the images (2, and 3 for a few), the identities and images that get
+one more drawn from the seed. Identity i's images are always the first ones of the same sequence, so a
+larger total adds images without changing the others.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from acsa.data.synthetic_render import (
     item_side,
     render,
 )
+from acsa.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +103,7 @@ _PATTERN_ON = {  # the garments each pattern is drawn on
 }
 _VIEWS = dict(front=40, back=30, side=30)
 _IDENTITY_TAG, _SHOT_TAG, _CAPTION_TAG = 3, 1, 2  # last word of a Generator key; never 0 (see _rng)
+_IMAGES_TAG, _CAPTIONS_TAG = 4, 5
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -487,9 +496,44 @@ def _validate(cfg: SyntheticConfig) -> None:
         ("caption_noise_rate", 0.0 <= cfg.caption_noise_rate <= 1.0, "must be in [0, 1]"),
         ("seed", cfg.seed >= 0, "must be >= 0"),
     ]
+    ids = [cfg.train_ids, cfg.val_ids, cfg.test_ids]
+    images = cfg.split_images or [n * cfg.images_per_id for n in ids]
+    for key, totals, least in (
+        ("split_images", cfg.split_images, [2 * n for n in ids]),
+        ("split_captions", cfg.split_captions, images),
+    ):
+        if totals is not None:
+            what = "identity" if key == "split_images" else "image"
+            ok = len(totals) == 3 and all(t >= m for t, m in zip(totals, least, strict=False))
+            checks.append((key, ok, f"must be [train, val, test] with at least {least} (2 per {what})"))
     for key, ok, rule in checks:
         if not ok:
-            raise ValueError(f"synthetic.{key}: {rule}, got {getattr(cfg, key)!r}")
+            raise ConfigError(f"synthetic.{key}: {rule}, got {getattr(cfg, key)!r}")
+
+
+def _spread(total: int, n: int, rng: np.random.Generator) -> list[int]:
+    """`total` split into n counts as equal as possible; which counts get one more is drawn by `rng`."""
+    base, extra = divmod(total, n)
+    counts = [base] * n
+    for i in rng.permutation(n)[:extra]:
+        counts[int(i)] += 1
+    return counts
+
+
+def split_sizes(cfg: SyntheticConfig, split_index: int) -> tuple[list[int], list[int]]:
+    """(images of each identity, captions of each image in identity order) of one split."""
+    n = getattr(cfg, f"{SPLITS[split_index]}_ids")
+    if cfg.split_images is None:
+        per_id = [cfg.images_per_id] * n
+    else:
+        per_id = _spread(cfg.split_images[split_index], n, _rng(cfg.seed, split_index, 0, 0, _IMAGES_TAG))
+    images = sum(per_id)
+    if cfg.split_captions is None:
+        per_image = [cfg.captions_per_image] * images
+    else:
+        rng = _rng(cfg.seed, split_index, 0, 0, _CAPTIONS_TAG)
+        per_image = _spread(cfg.split_captions[split_index], images, rng)
+    return per_id, per_image
 
 
 def _sample_split(seed: int, split_index: int, n: int) -> list[tuple[Look, int]]:
@@ -512,8 +556,8 @@ def shared_pair_rate(attrs: list[dict[str, str | None]]) -> float:
     return sum(counts[p] > 1 for p in pairs) / max(1, len(pairs))
 
 
-def _shoot(cfg: SyntheticConfig, split_index: int, look: Look, index: int, pid: int, k: int):
-    """Image k of one identity: (image, reid_raw record, attributes.json entry)."""
+def _shoot(cfg: SyntheticConfig, split_index: int, look: Look, index: int, pid: int, k: int, n_captions: int):
+    """Image k of one identity with `n_captions` captions: (image, reid_raw record, attributes.json entry)."""
     split = SPLITS[split_index]
     shot_rng = _rng(cfg.seed, split_index, index, k + 1, _SHOT_TAG)
     shot = sample_shot(shot_rng, look, cfg.occlusion_rate)
@@ -522,7 +566,7 @@ def _shoot(cfg: SyntheticConfig, split_index: int, look: Look, index: int, pid: 
     caption_rng = _rng(cfg.seed, split_index, index, k + 1, _CAPTION_TAG)
     captions = [
         write_caption(look.attrs, visible, shot.view, style, caption_rng, cfg.caption_noise_rate)
-        for style in _styles(caption_rng, cfg.captions_per_image)
+        for style in _styles(caption_rng, n_captions)
     ]
     texts = [c.text for c in captions]
     file_path = f"{split}/{pid:05d}_{k}.png"
@@ -565,10 +609,12 @@ def generate_synthetic(out_dir: Path, cfg: SyntheticConfig) -> Path:
         for split_index, split in enumerate(SPLITS):
             (out_dir / "imgs" / split).mkdir(parents=True, exist_ok=True)
             identities = _sample_split(cfg.seed, split_index, getattr(cfg, f"{split}_ids"))
+            per_id, per_image = split_sizes(cfg, split_index)
+            captions = iter(per_image)
             for look, index in tqdm(identities, desc=f"synthetic {split}", disable=None, leave=False):
                 pid += 1
-                for k in range(cfg.images_per_id):
-                    image, record, entry = _shoot(cfg, split_index, look, index, pid, k)
+                for k in range(per_id[index]):
+                    image, record, entry = _shoot(cfg, split_index, look, index, pid, k, next(captions))
                     saves.append(
                         pool.submit(image.save, out_dir / "imgs" / record["file_path"], compress_level=1)
                     )
@@ -587,3 +633,24 @@ def generate_synthetic(out_dir: Path, cfg: SyntheticConfig) -> Path:
     (out_dir / "attributes.json").write_text(json.dumps(attributes))
     log.info("wrote %d images of %d identities to %s", len(records), pid, out_dir)
     return out_dir
+
+
+_USAGE = """Write the synthetic benchmark alone (what `prepare` generates for `data.dataset: synthetic`),
+sized by the `synthetic` section of params.yaml and --set synthetic.KEY=VALUE, e.g. to read it back as a
+public benchmark with `data.dataset=cuhk-pedes data.root=DIR` (benchmarks/data_path.py does)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m acsa.data.synthetic --out DIR [--params FILE] [--set synthetic.KEY=VALUE ...]`."""
+    from acsa.cli import params_from_args, stage_parser
+
+    parser = stage_parser(_USAGE)
+    parser.add_argument("--out", type=Path, required=True, help="folder to write (imgs/, reid_raw.json, ...)")
+    args = parser.parse_args(argv)
+    generate_synthetic(args.out, params_from_args(args).synthetic)
+
+
+if __name__ == "__main__":
+    from acsa.cli import run_stage
+
+    run_stage(main)
