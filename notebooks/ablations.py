@@ -56,8 +56,8 @@ data = load_study_data(
 values = tables.run_values(data)
 
 
-def show_table(table: pd.DataFrame, absent: str) -> None:
-    display(table if not table.empty else Markdown(absent))
+def show_table(table: pd.DataFrame, absent: str, left: tuple[str, ...] = ()) -> None:
+    display(tables.aligned(table, left) if not table.empty else Markdown(absent))
 
 
 if data.missing:
@@ -68,7 +68,7 @@ if data.missing:
 
 # %%
 display(Markdown(sentences.method(data)))
-display(tables.configurations_table(data))
+display(tables.aligned(tables.configurations_table(data), ("overrides", "findings")))
 display(Markdown(sentences.optional(data)))
 
 # %% [markdown]
@@ -87,7 +87,7 @@ if not values.empty:
 
 # %%
 display(Markdown(sentences.findings_overview(data)))
-show_table(tables.findings_table(data), "")
+show_table(tables.findings_table(data), "", left=("a vs b", "verdict"))
 display(Markdown("\n\n".join(sentences.finding(r, data.study.main) for r in (data.findings or {}).values())))
 
 # %% [markdown]
@@ -99,7 +99,7 @@ display(Markdown("\n\n".join(sentences.finding(r, data.study.main) for r in (dat
 # %%
 display(Markdown(sentences.reference_placement(data)))
 if data.reference is not None:
-    display(tables.reference_table(data, data.reference))
+    display(tables.aligned(tables.reference_table(data, data.reference), ("kind", "what it uses")))
     rankers = tables.ladder(data, data.reference, data.metric)
     show(study_figures.reference_ladder(values, rankers[rankers["kind"] == "reference"], data.metric))
 

@@ -5,10 +5,13 @@ layout, case picking. Plain data in tmp folders; no model, no notebook kernel.""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import matplotlib
 import numpy as np
 import pytest
+from conftest import REPO
 from fixtures_study import FINDINGS, REFERENCE, summary, write_fake_study
 
 matplotlib.use("Agg")
@@ -141,8 +144,8 @@ def test_reference_table_and_score_kinds(study):
 def test_plateau_runs_and_fusion_tables(study):
     data = load_study_data(**study)
     plateau = tables.plateau_table(data)
-    assert plateau.loc["full", "seed 1"] == "+2.3 (rising), 8 epochs"
-    assert plateau.loc["full", "seed 0"] == "+0.2, 8 epochs"
+    assert plateau.loc["full", "seed 1"] == "+2.3 rising (8 epochs)"
+    assert plateau.loc["full", "seed 0"] == "+0.2 (8 epochs)"
     runs = tables.runs_table(data)
     assert runs.loc[("full", 1), "R@1"] == "20.0 / 37.0 / 41.0"
     assert runs.loc[("full", 1), "fusion weight"] == "4" and runs.loc[("full", 1), "epoch kept"] == 8
@@ -269,8 +272,24 @@ def test_plateau_sentence(study, tmp_path):
 
     rewrite(tmp_path / "reports" / "study_summary.json", flattened)
     text = sentences.plateau(load_study_data(**study))
-    assert text.startswith("11 of 12 runs flattened") and "Still rising" not in text
-    assert text.endswith("Too few epochs to tell: `channels` seed 0.")
+    assert text == (
+        "All 11 runs with two epochs or more flattened: each gained less than 0.5 point of validation R@1 "
+        "over the last quarter of its epochs. Too few epochs to tell: `channels` seed 0."
+    )
+    assert (
+        tables.plateau_table(load_study_data(**study)).loc["channels", "seed 0"] == "too few epochs (1 epoch)"
+    )
+
+    def one_epoch(raw):
+        for entry in raw.values():
+            for run in entry["plateau"]:
+                run.update(epochs=1, gain_last_quarter=None, flattened=False)
+        return raw
+
+    rewrite(tmp_path / "reports" / "study_summary.json", one_epoch)
+    assert sentences.plateau(load_study_data(**study)).startswith(
+        "None of the 12 runs trained two epochs or more, so none can be checked for a plateau"
+    )
 
 
 def test_fusion_weight_sentence_flags_the_largest_candidate(study):
@@ -311,6 +330,19 @@ def test_figures_draw_from_the_study(study, tmp_path):
         assert fig.axes
         matplotlib.pyplot.close(fig)
     assert len(study_figures.convergence(data.curves, tables.kept_epochs(data)).axes) == 4
+
+
+def test_the_notebook_kernel_does_not_import_torch():
+    """The report helpers stay light, so a notebook kernel starts fast."""
+    code = (
+        "import sys\n"
+        "from acsa.reports import figures, notebook, sentences, study_figures, study_files, tables, views\n"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert result.stdout.strip() == "False"
 
 
 def test_summary_fixture_matches_the_findings_stage_layout():

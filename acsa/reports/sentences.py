@@ -366,33 +366,49 @@ def fair_text_side(data: StudyData) -> str:
 # ---- 6. convergence, 7. fusion weight ----------------------------------------------------------------------
 
 
+def _runs_by_configuration(runs: list[tuple[str, int]]) -> str:
+    """`full` seeds 0, 1; `channels` seed 2"""
+    grouped: dict[str, list[int]] = {}
+    for name, seed in runs:
+        grouped.setdefault(name, []).append(seed)
+    return "; ".join(
+        f"`{name}` seed{'s' * (len(seeds) > 1)} {seed_list(seeds)}" for name, seeds in grouped.items()
+    )
+
+
 def plateau(data: StudyData) -> str:
+    """How many runs had flattened (validation R@1 gained less than PLATEAU_GAIN over the last quarter of
+    their epochs), which were still rising, and which trained too few epochs to tell."""
     runs = [(name, run) for name, entry in (data.summary or {}).items() for run in entry.get("plateau", [])]
     if not runs:
         return "No plateau check to show: the findings stage's summary is missing."
-    unknown = [f"`{n}` seed {r['seed']}" for n, r in runs if r.get("gain_last_quarter") is None]
-    flat = [(n, r) for n, r in runs if r.get("flattened")]
-    rising = [
-        f"`{n}` seed {r['seed']} ({signed(r['gain_last_quarter'])} over the last quarter of "
-        f"{r['epochs']} epochs)"
-        for n, r in runs
-        if r.get("gain_last_quarter") is not None and not r.get("flattened")
-    ]
-    rule = f"gained less than {PLATEAU_GAIN:g} point of validation R@1 over the last quarter of its epochs"
-    if len(flat) == len(runs):
-        text = f"All {len(runs)} runs flattened: each {rule}."
-    else:
-        text = f"{len(flat)} of {len(runs)} runs flattened (each {rule})."
-    if rising:
-        configurations = sorted(
-            {n for n, r in runs if r.get("gain_last_quarter") is not None and not r.get("flattened")}
+    checked = [(n, r) for n, r in runs if r.get("gain_last_quarter") is not None]
+    unknown = [(n, r["seed"]) for n, r in runs if r.get("gain_last_quarter") is None]
+    if not checked:
+        return (
+            f"None of the {len(runs)} runs trained two epochs or more, so none can be checked for a plateau: "
+            "the comparisons may measure how fast a model starts to learn, not what it can learn."
         )
+    flat = [(n, r) for n, r in checked if r.get("flattened")]
+    rising = [(n, r) for n, r in checked if not r.get("flattened")]
+    rule = f"gained less than {PLATEAU_GAIN:g} point of validation R@1 over the last quarter of its epochs"
+    of = f"{len(checked)} runs" if not unknown else f"{len(checked)} runs with two epochs or more"
+    text = (
+        f"All {of} flattened: each {rule}." if not rising else f"{len(flat)} of {of} flattened (each {rule})."
+    )
+    if rising:
+        listed = "; ".join(
+            f"`{n}` seed {r['seed']} ({signed(r['gain_last_quarter'])} over the last quarter of "
+            f"{r['epochs']} epochs)"
+            for n, r in rising
+        )
+        names = ", ".join(f"`{c}`" for c in dict.fromkeys(n for n, _ in rising))
         text += (
-            f" Still rising: {'; '.join(rising)}. Comparisons involving "
-            f"{', '.join(f'`{c}`' for c in configurations)} may partly measure how fast a model learns."
+            f" Still rising: {listed}. Comparisons involving {names} may partly measure how fast a model "
+            "learns."
         )
     if unknown:
-        text += f" Too few epochs to tell: {', '.join(unknown)}."
+        text += f" Too few epochs to tell: {_runs_by_configuration(unknown)}."
     return text
 
 
@@ -412,13 +428,10 @@ def fusion_weights(data: StudyData) -> str:
         for name, runs in rows.items()
     )
     text = f"Weights chosen on validation: {chosen}."
-    edge = {name: [s for s, _, at_edge in runs if at_edge] for name, runs in rows.items()}
-    edge = [
-        f"`{name}` seed{'s' * (len(seeds) > 1)} {seed_list(seeds)}" for name, seeds in edge.items() if seeds
-    ]
+    edge = [(name, s) for name, runs in rows.items() for s, _, at_edge in runs if at_edge]
     if edge:
         text += (
-            f" For {'; '.join(edge)} the chosen weight is the largest candidate (`evaluate.fusion_weights`): "
-            "a larger one might score higher on validation."
+            f" For {_runs_by_configuration(edge)} the chosen weight is the largest candidate "
+            "(`evaluate.fusion_weights`): a larger one might score higher on validation."
         )
     return text

@@ -126,7 +126,9 @@ def _seed_panels(table: pd.DataFrame, x: str, y: str, marked: str) -> tuple[Figu
             part = part.sort_values(x)
             ax.plot(part[x], part[y], marker="o", markersize=3, color=colours[seed])
             chosen = part[part["chosen"]]
-            ax.scatter(chosen[x], chosen[y], s=90, facecolors="none", edgecolors="black", zorder=5)
+            ax.scatter(
+                chosen[x], chosen[y], s=90, facecolors="none", edgecolors="black", zorder=5, clip_on=False
+            )
         ax.set_title(name)
     handles = [plt.Line2D([], [], color=c, marker="o", label=f"seed {s}") for s, c in colours.items()]
     handles.append(plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="black",
@@ -144,9 +146,11 @@ def convergence(curves: pd.DataFrame, kept: pd.DataFrame) -> Figure:
     table = curves.merge(marks, on=["configuration", "seed", "epoch"], how="left")
     table["chosen"] = table["chosen"].eq(True)
     fig, axes = _seed_panels(table, "epoch", "value", "epoch kept")
+    last = int(table["epoch"].max())
     for ax in axes:
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes[0].set_ylabel("validation R@1 (%)")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
@@ -157,13 +161,13 @@ def fusion_curves(curves: pd.DataFrame, metric: str = "R1") -> Figure:
     per seed, the chosen weight circled. `curves`: tables.fusion_curve_table."""
     if curves.empty:
         return _empty("no configuration with a local branch")
-    fig, axes = _seed_panels(curves, "weight", metric, "chosen")
-    weights = sorted(curves["weight"].unique())
+    weights = sorted(curves["weight"].unique())  # evenly spaced: the candidates span 0 to 8 and beyond
+    curves = curves.assign(position=curves["weight"].map({w: i for i, w in enumerate(weights)}))
+    fig, axes = _seed_panels(curves, "position", metric, "chosen")
     for ax in axes:
-        ax.set_xscale("symlog", linthresh=0.25)
-        ax.set_xticks(weights, [f"{w:g}" for w in weights], fontsize="x-small")
-        ax.minorticks_off()
-        ax.set_xlabel("fusion weight w")
+        ax.set_xticks(range(len(weights)), [f"{w:g}" for w in weights], fontsize="small")
+        ax.set_xlim(-0.4, len(weights) - 0.6)
+        ax.set_xlabel("fusion weight w (candidates)")
     axes[0].set_ylabel(f"validation {METRIC_NAMES[metric]} (%)")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

@@ -15,6 +15,17 @@ from acsa.reports.study_files import KINDS, METRIC_NAMES, Reference, StudyData
 from acsa.study import METRICS
 
 
+def aligned(table: pd.DataFrame, left: tuple[str, ...]) -> Any:
+    """The table for display, its text columns `left` (and their headers) aligned left; numbers stay
+    right-aligned. An empty table is returned as it is."""
+    columns = [c for c in left if c in table.columns]
+    if table.empty or not columns:
+        return table
+    positions = [table.columns.get_loc(c) for c in columns]
+    headers = [{"selector": f"th.col_heading.col{i}", "props": "text-align: left"} for i in positions]
+    return table.style.set_properties(subset=columns, **{"text-align": "left"}).set_table_styles(headers)
+
+
 def number(x: float | None) -> str:
     return "–" if x is None else f"{x:.1f}"
 
@@ -235,9 +246,13 @@ def plateau_table(data: StudyData) -> pd.DataFrame:
     for name, entry in (data.summary or {}).items():
         row: dict[str, Any] = {"configuration": name}
         for run in entry.get("plateau", []):
-            gain = run.get("gain_last_quarter")
-            text = "–" if gain is None else signed(gain) + ("" if run.get("flattened") else " (rising)")
-            row[f"seed {run['seed']}"] = f"{text}, {run.get('epochs')} epochs"
+            gain, epochs = run.get("gain_last_quarter"), run.get("epochs")
+            text = (
+                "too few epochs"
+                if gain is None
+                else signed(gain) + ("" if run.get("flattened") else " rising")
+            )
+            row[f"seed {run['seed']}"] = f"{text} ({epochs} epoch{'s' * (epochs != 1)})"
         rows.append(row)
     return pd.DataFrame(rows).set_index("configuration").fillna("") if rows else pd.DataFrame()
 
