@@ -33,8 +33,7 @@ def method(data: StudyData) -> str:
     runs = len(data.runs)
     return (
         f"**Runs.** {len(data.shown)} configurations × seeds {seed_list(list(study.seeds))}: {runs} runs, "
-        "each "
-        f"trained exactly like the main model with its configuration's overrides (below). The main model "
+        "each trained exactly like the main model with its configuration's overrides (below). The main model "
         f"(`models/main`) is the run of `{study.main}` with train.seed = {data.main_seed}. Validation alone "
         "chose each run's epoch and fusion weight; every run was then evaluated once on the test split with "
         "its own final score: fused (global + w · local) when it has the local branch, global otherwise.\n\n"
