@@ -234,7 +234,7 @@ def test_global_branch_sentences_when_the_fair_control_closes_the_gap(study):
     assert "Global-only R@1 goes from 30.5 (`global_only`) to 40.2 with `global_fair`" in fair
     assert "+9.7 points, 95% interval [+7.5, +11.8]: better" in fair
     assert "**The fair control closes the gap.** `full` − `global_fair` = +0.8 points" in fair
-    assert "not evidence that local alignment helps" in fair
+    assert "its lead over `global_only` (+10.5) is not evidence that local alignment helps" in fair
 
 
 def test_global_branch_sentence_when_full_acsa_stays_better(study, tmp_path):
@@ -246,6 +246,26 @@ def test_global_branch_sentence_when_full_acsa_stays_better(study, tmp_path):
     fair = sentences.fair_text_side(load_study_data(**study))
     assert "**The fair control does not close the gap.** `full` − `global_fair` = +3.0 points" in fair
     assert "Of the 10.5-point lead of `full` over `global_only`, the fair text side closes 71%." in fair
+
+
+def test_global_branch_sentence_when_there_is_no_gap_to_close(study, tmp_path):
+    def no_lead(raw):
+        raw["local_alignment"].update(
+            difference=0.4, ci_low=-0.6, ci_high=1.4, verdict="no detectable difference"
+        )
+        return raw
+
+    rewrite(tmp_path / "reports" / "findings.json", no_lead)
+    fair = sentences.fair_text_side(load_study_data(**study))
+    assert (
+        "**No gap to close.** `full` beats neither `global_fair` (+0.8 points, 95% interval [-1.1, +2.6]: no "
+        "detectable difference) nor `global_only` (+0.4 points, 95% interval [-0.6, +1.4]: no detectable "
+        "difference): on R@1, no finding here says that local alignment helps."
+    ) in fair
+
+
+def test_signed_numbers_never_read_minus_zero():
+    assert [tables.signed(x) for x in (1.25, -0.4, -0.03, 0.0)] == ["+1.2", "-0.4", "0.0", "0.0"]
 
 
 def test_without_a_fair_control_the_report_says_so(study):

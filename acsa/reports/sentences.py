@@ -16,6 +16,7 @@ from acsa.reports.study_files import METRIC_NAMES, StudyData
 from acsa.reports.tables import describe, interval, ladder, number, seed_list, signed
 
 GLOBAL_TEXT_KEY = "model.global_text"  # the override that gives a global-only model the fair text side
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
 
 
 def verdict_of(low: float, high: float) -> str:
@@ -282,7 +283,7 @@ def text_features(data: StudyData) -> str:
         )
     nn = text.get("nn_identity_R1") or {}
     probe = text.get("colour_probe") or {}
-    split = text.get("split", "validation")
+    split = SPLIT_NAMES.get(text.get("split", "val"), text.get("split"))
     parts = []
     if "sentence" in nn and "phrase_set" in nn:
         relation = "less well than" if nn["sentence"] < nn["phrase_set"] else "at least as well as"
@@ -334,24 +335,32 @@ def fair_text_side(data: StudyData) -> str:
             continue
         verdict = verdict_of(r["ci_low"], r["ci_high"])
         head = f"`{main}` − `{f}` = {_compared(r)}."
+        base = next((p for p in plain if _finding_between(data, main, p)), None)
+        rb = _finding_between(data, main, base) if base else None  # main against the plain global-only model
+        lead = rb is not None and verdict_of(rb["ci_low"], rb["ci_high"]) == BETTER
         if verdict == BETTER:
             text = (
                 f"**The fair control does not close the gap.** {head} Local alignment still helps beyond a "
                 "text side that sees the phrases."
             )
-            base = next((p for p in plain if _finding_between(data, main, p)), None)
-            rb = _finding_between(data, main, base) if base else None
             if rb is not None and rb["difference"] > 0:
                 share = 100 * (rb["difference"] - r["difference"]) / rb["difference"]
                 text += (
                     f" Of the {rb['difference']:.1f}-point lead of `{main}` over `{base}`, the fair text "
                     f"side closes {share:.0f}%."
                 )
-        elif verdict == NO_DIFFERENCE:
+        elif verdict == NO_DIFFERENCE and lead:
             text = (
                 f"**The fair control closes the gap.** {head} Given a text side that sees the phrases, "
-                f"global alignment alone is not detectably worse than `{main}` on {name}: the advantage over "
-                "the plain global-only model is not evidence that local alignment helps on this benchmark."
+                f"global alignment alone is not detectably worse than `{main}` on {name}: its lead over "
+                f"`{base}` ({signed(rb['difference'])}) is not evidence that local alignment helps on this "
+                "benchmark."
+            )
+        elif verdict == NO_DIFFERENCE:
+            against = f" nor `{base}` ({_compared(rb)})" if rb is not None else ""
+            text = (
+                f"**No gap to close.** `{main}` beats neither `{f}` ({_compared(r)}){against}: on {name}, "
+                "no finding here says that local alignment helps."
             )
         else:
             text = f"**The fair control beats `{main}`.** {head}"

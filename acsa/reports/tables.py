@@ -31,7 +31,9 @@ def number(x: float | None) -> str:
 
 
 def signed(x: float) -> str:
-    return f"{x:+.1f}"
+    """`+1.2`, `-0.4`; `0.0` for what rounds to zero (never `-0.0`)."""
+    text = f"{x:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
 
 
 def interval(low: float, high: float) -> str:
