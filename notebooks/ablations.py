@@ -12,97 +12,140 @@
 # ---
 
 # %% [markdown]
-# # ACSA ablations
+# # ACSA study: ablations and findings
 #
-# Every variant below is a model that `dvc repro` trained and evaluated exactly like the main one (full ACSA),
-# with the overrides declared in `params.yaml` under `ablations`. Test metrics are percentages on the test
-# split (text-to-image retrieval: R@K, mAP, mINP). A variant's *final* score is the fused one
-# (global + w · local, w chosen on validation) when it has the cross-attention branch, else the global one.
-# Variants that differ only in `train.seed` are repeats of one configuration: their mean and half-range
-# (max − min) / 2 show the seed spread. All numbers come from the pipeline's stages; the text is computed
-# from them (`acsa.reports.tables`).
+# The configurations of `params.yaml`'s `study` section, each trained with every seed and evaluated once on
+# the sealed test split. Test metrics are percentages (text-to-image retrieval: R@K, mAP, mINP). Every
+# number below comes from a pipeline stage (evaluate, findings, reference_points) and every sentence is
+# computed from those numbers (`acsa.reports`).
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
 from acsa import paths
-from acsa.reports import figures, tables
+from acsa.reports import sentences, study_figures, tables
+from acsa.reports.figures import setup, show
+from acsa.reports.study_files import load_study_data
 
 # %% tags=["parameters"]
-params_file = str(paths.PARAMS)  # declares the variants (`ablations`); the main model has no overrides
-variants = None  # names to show, e.g. ["main", "global_only"]; None: main and every ablation of params_file
-eval_dir = str(paths.EVAL_ROOT)  # evaluate stages: <eval_dir>/<variant>/metrics.json and fusion_curve.json
-live_dir = str(paths.LIVE_ROOT)  # train stages' DVCLive logs: <live_dir>/<variant>/plots/metrics/**.tsv
-metric = "R1"  # the headline metric of the findings and the curves
+params_file = str(paths.PARAMS)  # its `study` section: configurations, seeds, findings
+findings_file = str(paths.FINDINGS)  # findings stage: a - b, interval, verdict per finding
+summary_file = str(paths.STUDY_SUMMARY)  # findings stage: mean, std and runs per configuration; plateaus
+eval_main = str(paths.EVAL)  # the main model's evaluation (study.main with train.seed)
+study_eval = str(paths.STUDY_EVAL)  # <study_eval>/<configuration>/seed-<s>: every other run's evaluation
+live_dir = str(paths.LIVE_ROOT)  # DVCLive curves: <live_dir>/main, <live_dir>/study/<configuration>/seed-<s>
+reference_file = str(paths.REFERENCE_POINTS / "metrics.json")  # reference_points stage (optional)
+configurations = None  # names to show, e.g. [full, global_only]; None: every configuration of the study
+metric = None  # the metric of the figures and the placement sentences; None: study.metric
 
 # %%
-figures.setup()
-pd.set_option("display.precision", 1)
-chosen = tables.declared_variants(params_file, variants)
-results, missing = tables.load_results(chosen, eval_dir)
-if missing:
-    display(Markdown(f"**Missing metrics** (not evaluated yet, left out): {', '.join(missing)}"))
+setup()
+pd.set_option("display.max_colwidth", 120)
+data = load_study_data(
+    params_file,
+    findings_file,
+    summary_file,
+    eval_main,
+    study_eval,
+    live_dir,
+    reference_file,
+    configurations,
+    metric,
+)
+values = tables.run_values(data)
+
+
+def show_table(table: pd.DataFrame, absent: str, left: tuple[str, ...] = ()) -> None:
+    display(tables.aligned(table, left) if not table.empty else Markdown(absent))
+
+
+if data.missing:
+    display(Markdown(sentences.missing(data)))
 
 # %% [markdown]
-# ## Results
+# ## 1. What was compared
+
+# %%
+display(Markdown(sentences.method(data)))
+display(tables.aligned(tables.configurations_table(data), ("overrides", "findings")))
+display(Markdown(sentences.optional(data)))
+
+# %% [markdown]
+# ## 2. Results
 #
-# Final score of each configuration; `±` is the half-range over seeds.
+# Each configuration's final score on the test split: mean ± standard deviation over its seeds.
+# Bars: the mean; dots: every run.
 
 # %%
-summary = tables.seed_summary(results)
-display(tables.summary_table(summary))
+show_table(tables.results_table(data), "No results: the findings stage's summary is missing.")
+if not values.empty:
+    show(study_figures.run_bars(values))
 
 # %% [markdown]
-# ## Findings
+# ## 3. Findings
 
 # %%
-display(Markdown("\n\n".join(tables.findings(results, chosen, metric=metric))))
+display(Markdown(sentences.findings_overview(data)))
+show_table(tables.findings_table(data), "", left=("a vs b", "verdict"))
+display(Markdown("\n\n".join(sentences.finding(r, data.study.main) for r in (data.findings or {}).values())))
 
 # %% [markdown]
-# ## Metrics per variant
+# ## 4. Reference points beside the models
 #
-# Bars: mean over seeds; dots: each seed; whiskers: min to max.
+# Rankers computed from the benchmark's own attribute records, scored on the same test queries with the same
+# metrics, read beside the trained configurations (their mean final score).
 
 # %%
-figures.show(figures.metric_bars(results))
+display(Markdown(sentences.reference_placement(data)))
+if data.reference is not None:
+    display(tables.aligned(tables.reference_table(data, data.reference), ("kind", "what it uses")))
+    rankers = tables.ladder(data, data.reference, data.metric)
+    show(study_figures.reference_ladder(values, rankers[rankers["kind"] == "reference"], data.metric))
 
 # %% [markdown]
-# ## Global, local and fused scores of each model
+# ## 5. The global branch
 #
-# The local score is the cross-attention score of every (caption, image) pair (`evaluate.local_mode: exact`,
-# the default) or of each query's global top-k only (`rerank`, k = `evaluate.rerank_k`); the fused score adds
-# it to the global one with the weight chosen on validation.
+# The global score compares one image vector with one caption vector; the local score matches the caption's
+# noun phrases with image parts. Below: each configuration's global, local and fused scores (mean ± std over
+# seeds), what the frozen text features alone can tell, and whether a global text side that also sees the
+# phrases closes the gap.
 
 # %%
-figures.show(figures.score_kinds(results, metric))
+display(Markdown(sentences.score_kinds(data)))
+show_table(tables.score_kinds_table(data, data.metric), "")
+if not values.empty:
+    show(study_figures.score_kinds(values, data.metric))
+display(Markdown(sentences.text_features(data)))
+if data.reference is not None and data.reference.text_features:
+    display(tables.text_features_table(data.reference.text_features))
+display(Markdown(sentences.fair_text_side(data)))
 
 # %% [markdown]
-# ## Fusion weight on the validation split
+# ## 6. Convergence
 #
-# The evaluate stage picks the weight with the best validation R@1 (circled); the test split is never used.
+# Validation R@1 of each run's final score after every epoch (the curve that picks the kept epoch, circled).
 
 # %%
-colours = figures.variant_colours([v.name for v in chosen])
-figures.show(figures.fusion_curves(tables.load_fusion_curves(chosen, eval_dir), metric, colours))
+display(Markdown(sentences.plateau(data)))
+show(study_figures.convergence(data.curves, tables.kept_epochs(data)))
+show_table(tables.plateau_table(data), "")
 
 # %% [markdown]
-# ## Training curves
+# ## 7. Fusion weight on validation
 #
-# Per epoch (DVCLive). The selection R@1 is the validation R@1 of the model's final score, which picks the
-# epoch that is kept.
+# The fused score is global + w · local; training picks w with the best validation R@1 (circled) at the kept
+# epoch. The test split plays no part in it.
 
 # %%
-curves = tables.load_training_curves(chosen, live_dir, ("train/loss", "val/selection_R1", "val/global/R1"))
-figures.show(figures.training_curves(curves, colours))
+display(Markdown(sentences.fusion_weights(data)))
+show(study_figures.fusion_curves(tables.fusion_curve_table(data), "R1"))
 
 # %% [markdown]
-# ## Every run
+# ## 8. Every run
 #
-# Each variant's test metrics per score kind (`fusion_weight`: the weight chosen on validation; "-" for a
-# model without the local branch).
+# Each run's test metrics per score kind (global / local / fused; the global score alone for a model without
+# the local branch), the fusion weight and the epoch that validation chose.
 
 # %%
-runs = results.drop(columns=["group", "final"])
-runs["fusion_weight"] = [("-" if pd.isna(w) else f"{w:g}") for w in runs["fusion_weight"]]
-display(runs.set_index(["variant", "kind"]))
+show_table(tables.runs_table(data), "No run has been evaluated yet.")

@@ -1,17 +1,19 @@
-"""The two report notebooks execute on the smoke pipeline's outputs and render offline HTML with their
-sections and embedded figures; the explain stage writes what the visualisation report reads."""
+"""The two report notebooks execute and render offline HTML with their sections and embedded figures: the
+visualisation report on the smoke pipeline's outputs (the explain stage writes what it reads), the ablation
+report on a hand-built study folder."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 from conftest import REPO
+from fixtures_study import write_fake_study
 
 from acsa import explain, report
 from acsa.config import load_params
+from acsa.errors import NotebookError
 
 PNG = 'src="data:image/png;base64,'  # nbconvert writes <img alt=... src="data:image/png;base64,...">
 
@@ -92,45 +94,48 @@ def test_visualisation_report(smoke_run, explained, tmp_path):
     assert "the top-1 image most often contradicts the caption" in html or "Too few R@1 misses" in html
 
 
-def test_ablation_report(smoke_run, tmp_path):
-    """Full ACSA = main + a crafted second seed; global-only = two crafted seeds without the local scores."""
-    metrics = json.loads((smoke_run / "eval" / "metrics.json").read_text())
-    eval_dir, live_dir = tmp_path / "eval", tmp_path / "live"
-
-    def variant(name, shift, local=True):
-        test = {kind: {m: v + shift for m, v in values.items()} for kind, values in metrics["test"].items()}
-        if not local:
-            test = {"global": test["global"]}
-        crafted = {**metrics, "test": test, "local_mode": metrics["local_mode"] if local else "none"}
-        shutil.copytree(smoke_run / "eval", eval_dir / name)
-        (eval_dir / name / "metrics.json").write_text(json.dumps(crafted))
-        shutil.copytree(smoke_run / "live", live_dir / name)
-
-    variant("main", 0.0)
-    variant("full_seed1", 2.0)
-    variant("global_only", -1.0, local=False)
-    variant("global_only_seed1", -0.5, local=False)
-    params = tmp_path / "params.yaml"
-    params.write_text(
-        "train: {seed: 0}\nablations:\n  global_only: {model.use_local: false}\n"
-        "  global_only_seed1: {model.use_local: false, train.seed: 1}\n  full_seed1: {train.seed: 1}\n"
-    )
+def test_ablation_report(tmp_path):
+    """The page renders from a hand-built study folder (tests/fixtures_study.py), with every section, its
+    figures and the computed sentences, and no code."""
+    parameters = write_fake_study(tmp_path)
     html_path = tmp_path / "ablations.html"
-    report.run_report(
-        REPO / "notebooks" / "ablations.py",
-        html_path,
-        None,
-        {"params_file": str(params), "eval_dir": str(eval_dir), "live_dir": str(live_dir)},
-    )
+    report.run_report(REPO / "notebooks" / "ablations.py", html_path, None, parameters)
     html = html_path.read_text()
     assert_offline(html)
-    for section in ("Results", "Findings", "Metrics per variant", "Fusion weight", "Training curves"):
-        assert f">{section}" in html
-    assert html.count(PNG) == 4
-    fused = metrics["test"]["fused"]["R1"] + 1.0  # mean over seeds 0 (+0) and 1 (+2)
-    glob = metrics["test"]["global"]["R1"] - 0.75
-    assert f"full ACSA R@1 {fused:.1f} (± 1.0 over seeds 0, 1) vs global-only {glob:.1f}" in html
-    assert f"{fused - glob:+.1f} points" in html
+    for section in (
+        "1. What was compared",
+        "2. Results",
+        "3. Findings",
+        "4. Reference points beside the models",
+        "5. The global branch",
+        "6. Convergence",
+        "7. Fusion weight on validation",
+        "8. Every run",
+    ):
+        assert f">{section}<" in html
+    # bars, reference ladder, score kinds, validation curves, fusion curves
+    assert html.count(PNG) == 5
+    assert "load_study_data" not in html and "show_table" not in html  # code hidden
+    text = re.sub(r"<[^>]+>", "", html)  # the words as a reader sees them
+    assert "full is better than global_only: R@1 41.0 vs 30.5 (3 seeds each: 0, 1, 2)" in text
+    assert "No detectable difference between full and global_fair" in text
+    assert "The main configuration does not beat global_fair." in text
+    assert "The fair control closes the gap." in text
+    assert "11 of 12 runs flattened" in text
+    assert "Between colour_pair (35.0) and fine (60.0): channels 44.3, full 41.0, global_fair 40.2." in text
+    assert "41.0 ± 1.0" in text and "20.0 / 37.0 / 41.0" in text
+
+
+def test_ablation_report_checks_its_parameters(tmp_path):
+    parameters = write_fake_study(tmp_path)
+    with pytest.raises(NotebookError, match=r"configurations: unknown \['fulll'\]"):
+        report.run_report(
+            REPO / "notebooks" / "ablations.py",
+            tmp_path / "a.html",
+            None,
+            {**parameters, "configurations": "[full, fulll]"},
+        )
+    assert not (tmp_path / "a.html").exists()
 
 
 def test_report_rejects_unknown_parameter(tmp_path):

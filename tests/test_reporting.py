@@ -1,169 +1,378 @@
-"""Report helpers: variants and seed groups, summaries, computed findings, attribute errors, token layout,
-case picking and figures. Plain data in tmp folders; no model, no notebook kernel."""
+"""Report helpers: the ablation report's tables, computed sentences and figures against a hand-built study
+folder (tests/fixtures_study.py: known numbers), and the visualisation report's attribute errors, token
+layout, case picking. Plain data in tmp folders; no model, no notebook kernel."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import matplotlib
 import numpy as np
 import pytest
+from conftest import REPO
+from fixtures_study import FINDINGS, REFERENCE, summary, write_fake_study
 
 matplotlib.use("Agg")
 
 from acsa.analysis.attributes import attribute_errors  # noqa: E402
 from acsa.analysis.explanations import token_layout  # noqa: E402
+from acsa.errors import DataError  # noqa: E402
 from acsa.model.image_encoder import STRIPE_BANDS  # noqa: E402
-from acsa.reports import figures, tables, views  # noqa: E402
-
-PARAMS = """
-train:
-  seed: 0
-ablations:
-  global_only:
-    model.use_local: false
-  global_only_seed1:
-    model.use_local: false
-    train.seed: 1
-  full_seed1:
-    train.seed: 1
-  no_windows:
-    model.use_windows: false
-"""
-
-
-def write_metrics(folder, r1: float, local: bool = True, weight: float = 1.0, global_r1: float | None = None):
-    """A metrics.json (every metric = R1 + offset) and a fusion curve like the evaluate stage's."""
-
-    def block(value):
-        return {"R1": value, "R5": value + 20, "R10": value + 30, "mAP": value + 5, "mINP": value - 5}
-
-    test = {"global": block(r1 if global_r1 is None else global_r1)}
-    if local:
-        test["local"] = block(r1 - 1)
-        test["fused"] = block(r1)
-    folder.mkdir(parents=True, exist_ok=True)
-    metrics = {"test": test, "fusion_weight": weight, "local_mode": "rerank" if local else "none"}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    curve = [{"weight": w, "R1": r1 + w, "R5": 0, "R10": 0, "mAP": 0, "mINP": 0} for w in (0.0, 1.0, 2.0)]
-    (folder / "fusion_curve.json").write_text(json.dumps(curve))
+from acsa.reports import figures, sentences, study_figures, tables, views  # noqa: E402
+from acsa.reports.notebook import as_list  # noqa: E402
+from acsa.reports.study_files import load_study_data  # noqa: E402
 
 
 @pytest.fixture
 def study(tmp_path):
-    """params.yaml with 4 ablations and metrics: full 40/42, global-only 30/31, no_windows 39."""
-    (tmp_path / "params.yaml").write_text(PARAMS)
-    write_metrics(tmp_path / "eval" / "main", 40.0, global_r1=35.0)
-    write_metrics(tmp_path / "eval" / "full_seed1", 42.0, global_r1=36.0, weight=2.0)
-    write_metrics(tmp_path / "eval" / "global_only", 30.0, local=False)
-    write_metrics(tmp_path / "eval" / "global_only_seed1", 31.0, local=False)
-    write_metrics(tmp_path / "eval" / "no_windows", 39.0)
-    return tmp_path
+    """The fake study's files; returns the loader's arguments."""
+    return write_fake_study(tmp_path)
 
 
-def test_variants_group_by_overrides_without_the_seed(study):
-    variants = tables.declared_variants(study / "params.yaml")
-    assert [v.name for v in variants] == [
-        "main",
-        "global_only",
-        "global_only_seed1",
-        "full_seed1",
-        "no_windows",
-    ]
-    assert [v.seed for v in variants] == [0, 0, 1, 1, 0]
-    groups = tables.group_labels(variants)
-    assert variants[0].group == variants[3].group and variants[1].group == variants[2].group
-    assert groups[variants[3].group] == "full ACSA (main)" and groups[variants[2].group] == "global_only"
-    picked = tables.declared_variants(study / "params.yaml", ["no_windows", "main"])
-    assert [v.name for v in picked] == ["no_windows", "main"]
-    with pytest.raises(ValueError, match="unknown variants \\['nope'\\]"):
-        tables.declared_variants(study / "params.yaml", ["nope"])
+def rewrite(path, change):
+    """Edit a JSON file of the fake study in place: change(value) -> new value."""
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
 
 
-def test_summary_is_mean_and_half_range_over_seeds(study):
-    variants = tables.declared_variants(study / "params.yaml")
-    results, missing = tables.load_results(variants, study / "eval")
-    assert missing == []
-    summary = tables.seed_summary(results)
-    full = summary.set_index("group").loc["full ACSA (main)"]
-    assert full["n_seeds"] == 2 and full["R1_mean"] == 41.0 and full["R1_half_range"] == 1.0
-    table = tables.summary_table(summary)
-    assert table.loc["full ACSA (main)", "R1"] == "41.0 ± 1.0"
-    assert table.loc["global_only", "mAP"] == "35.5 ± 0.5"
-    assert table.loc["no_windows", "R1"] == "39.0"  # one seed: no spread
-    assert tables.seed_noise(summary) == 2.0  # the largest max - min
+# ---- loading -----------------------------------------------------------------------------------------------
 
 
-def test_missing_variant_is_reported_not_fatal(study):
-    (study / "eval" / "no_windows" / "metrics.json").unlink()
-    results, missing = tables.load_results(tables.declared_variants(study / "params.yaml"), study / "eval")
-    assert missing == ["no_windows"] and "no_windows" not in set(results["variant"])
+def test_every_run_of_the_study_is_found(study):
+    data = load_study_data(**study)
+    assert data.missing == []
+    assert data.shown == ("full", "global_only", "global_fair", "channels")
+    assert len(data.runs) == 12 and data.seeds("full") == [0, 1, 2]
+    main = [r for r in data.runs if (r.configuration, r.seed) == ("full", 0)][0]
+    assert main.eval_dir.name == "main" and main.live_dir.name == "main"  # the main model's run
+    assert data.metrics[("channels", 2)]["fusion_weight"] == 1.0
+    curve = data.curves[(data.curves["configuration"] == "full") & (data.curves["seed"] == 1)]
+    assert curve["epoch"].tolist() == list(range(1, 9)) and curve["value"].iloc[-1] == 41.0
 
 
-def test_findings_are_computed_from_the_numbers(study):
-    variants = tables.declared_variants(study / "params.yaml")
-    results, _ = tables.load_results(variants, study / "eval")
-    text = "\n".join(tables.findings(results, variants))
-    assert "**Local alignment helps.**" in text
-    assert "full ACSA R@1 41.0 (± 1.0 over seeds 0, 1) vs global-only 30.5" in text
-    assert "+10.5 points, beyond the seed spread (2.0)" in text
-    assert "R@1 is 35.5 with the global score alone and 41.0 with the local score fused in" in text
-    assert "weight chosen on validation: 1, 2" in text
+def test_configurations_parameter_picks_and_is_checked(study):
+    data = load_study_data(**study, configurations="[full, global_fair]")
+    assert data.shown == ("full", "global_fair")
+    assert list(data.findings) == ["local_alignment_fair"]  # the only finding between shown configurations
+    assert set(data.summary) == {"full", "global_fair"}
+    with pytest.raises(
+        ValueError, match=r"configurations: unknown \['fulll'\]; the study has full, global_only"
+    ):
+        load_study_data(**study, configurations=["fulll"])
+    with pytest.raises(ValueError, match="metric: 'top1' is not one of R1, R5"):
+        load_study_data(**study, metric="top1")
+
+
+def test_missing_inputs_are_listed_and_sections_degrade(study, tmp_path):
+    for name in ("findings.json", "study_summary.json", "reference_points/metrics.json"):
+        (tmp_path / "reports" / name).unlink()
+    (tmp_path / "reports" / "study" / "channels" / "seed-2" / "metrics.json").unlink()
+    data = load_study_data(**study)
+    assert data.findings is None and data.summary is None and data.reference is None
+    assert any("seed-2/metrics.json (not evaluated)" in line for line in data.missing)
+    assert any("findings.json (the findings stage has not run)" in line for line in data.missing)
+    assert "the reference points are not computed" in sentences.reference_placement(data)
+    assert sentences.findings_overview(data).startswith("No findings to show")
+    assert "not available" in sentences.text_features(data)
+    assert sentences.plateau(data).startswith("No plateau check")
+    assert tables.results_table(data).empty and tables.findings_table(data).empty
+    assert len(tables.runs_table(data)) == 11  # the 11 evaluated runs still listed
+    assert "**Not found**" in sentences.missing(data)
+
+
+def test_malformed_files_name_the_file_and_record(study, tmp_path):
+    findings = tmp_path / "reports" / "findings.json"
+    rewrite(findings, lambda raw: {**raw, "local_alignment": {"name": "local_alignment"}})
+    with pytest.raises(DataError, match=r"findings.json: finding 'local_alignment' lacks a, b, metric"):
+        load_study_data(**study)
+
+
+def test_reference_points_on_a_public_benchmark_say_why(study, tmp_path):
+    reference = tmp_path / "reports" / "reference_points" / "metrics.json"
+    reference.write_text(json.dumps({"available": False, "dataset": "cuhk-pedes", "reason": "no attributes"}))
+    data = load_study_data(**study)
+    assert data.reference is None
+    assert sentences.reference_placement(data) == (
+        "No reference points to show: no reference points on the cuhk-pedes benchmark: no attributes."
+    )
+
+
+# ---- tables ------------------------------------------------------------------------------------------------
+
+
+def test_results_are_mean_and_std_over_seeds_of_the_final_score(study):
+    data = load_study_data(**study)
+    table = tables.results_table(data)
+    assert table.loc["full", "R@1"] == "41.0 ± 1.0" and table.loc["full", "score"] == "fused"
+    assert table.loc["global_only", "mAP"] == "35.5 ± 0.5" and table.loc["global_only", "score"] == "global"
+    assert table.loc["channels", "seeds"] == "0, 1, 2"
+    values = tables.run_values(data)
+    final_r1 = values[(values["final"]) & (values["metric"] == "R1") & (values["configuration"] == "full")]
+    assert final_r1["value"].tolist() == [40.0, 41.0, 42.0]
+    configurations = tables.configurations_table(data)
+    assert configurations.loc["full (main)", "overrides"] == "defaults"
+    assert configurations.loc["global_fair", "overrides"] == (
+        "model.use_local=false, model.global_text=sentence_and_phrases"
+    )
+    assert configurations.loc["global_only", "findings"] == "local_alignment, fair_text_side"
+
+
+def test_findings_table(study):
+    table = tables.findings_table(load_study_data(**study))
+    row = table.loc["local_alignment_fair"]
+    assert row["a vs b"] == "full vs global_fair" and row["a − b"] == "+0.8"
+    assert row["95% interval"] == "[-1.1, +2.6]" and row["seeds a / b"] == "0, 1, 2 / 0, 1, 2"
+    assert list(table["verdict"]) == ["better", "no detectable difference", "better", "worse"]
+
+
+def test_reference_table_and_score_kinds(study):
+    data = load_study_data(**study)
+    reference = tables.reference_table(data, data.reference)
+    assert list(reference.index) == [
+        "attribute_oracle", "coarse", "fine", "channels", "full", "global_fair", "colour_pair", "global_only",
+        "random",
+    ]  # fmt: skip
+    assert reference.loc["coarse", "R@1"] == "71.0" and reference.loc["full", "kind"] == "model"
+    kinds = tables.score_kinds_table(data, "R1")
+    assert kinds.loc["full"].tolist() == ["fused", "20.0 ± 1.0", "37.0 ± 1.0", "41.0 ± 1.0"]
+    assert kinds.loc["global_only", "local"] == "–"
+    text = tables.text_features_table(data.reference.text_features)
+    assert text.iloc[0]["colour probe: another item's colour (%)"] == "35.0"
+
+
+def test_plateau_runs_and_fusion_tables(study):
+    data = load_study_data(**study)
+    plateau = tables.plateau_table(data)
+    assert plateau.loc["full", "seed 1"] == "+2.3 rising (8 epochs)"
+    assert plateau.loc["full", "seed 0"] == "+0.2 (8 epochs)"
+    runs = tables.runs_table(data)
+    assert runs.loc[("full", 1), "R@1"] == "20.0 / 37.0 / 41.0"
+    assert runs.loc[("full", 1), "fusion weight"] == "4" and runs.loc[("full", 1), "epoch kept"] == 8
     assert (
-        "`no_windows` (model.use_windows=false): R@1 39.0 (1 seed), -2.0 vs full ACSA, within the seed"
-        in text
+        runs.loc[("global_only", 0), "fusion weight"] == "–" and runs.loc[("global_only", 0), "R@1"] == "30.0"
+    )
+    fusion = tables.fusion_curve_table(data)
+    assert set(fusion["configuration"]) == {"full", "channels"}  # global-only models have no curve
+    chosen = fusion[fusion["chosen"]].groupby("configuration")["weight"].unique()
+    assert list(chosen["full"]) == [4.0] and list(chosen["channels"]) == [1.0]
+    assert tables.kept_epochs(data)["epoch"].unique().tolist() == [8]
+
+
+# ---- sentences ---------------------------------------------------------------------------------------------
+
+
+def test_finding_sentences_say_better_worse_or_no_detectable_difference(study):
+    data = load_study_data(**study)
+    said = {name: sentences.finding(record, data.study.main) for name, record in data.findings.items()}
+    assert said["local_alignment"] == (
+        "**local_alignment.** `full` is better than `global_only`: R@1 41.0 vs 30.5 (3 seeds each: 0, 1, 2), "
+        "a difference of +10.5 points, 95% interval [+8.1, +12.9], which excludes zero."
+    )
+    assert said["local_alignment_fair"].startswith(
+        "**local_alignment_fair.** No detectable difference between `full` and `global_fair`: R@1 41.0 vs "
+        "40.2"
+    )
+    assert said["local_alignment_fair"].endswith(
+        "[-1.1, +2.6], which includes zero. The main configuration does not beat `global_fair`."
+    )
+    assert "`full` is worse than `channels`" in said["stripes_vs_channels"]
+    assert "better" not in said["local_alignment_fair"] and "worse" not in said["local_alignment_fair"]
+    assert sentences.findings_overview(data) == (
+        "Of 4 findings, 2 *better*, 1 *worse*, 1 *no detectable difference* (a against b). The main "
+        "configuration `full` is better than `global_only`; not detectably different from `global_fair`; "
+        "worse than `channels`."
     )
 
 
 @pytest.mark.parametrize(
-    ("global_r1s", "head"),
+    ("low", "high", "verdict"),
     [
-        ((41.0, 42.0), "Local alignment does not beat global-only alignment."),
-        ((39.5, 40.0), "Local alignment does not beat global-only alignment beyond noise."),
+        (0.1, 2.0, "better"),
+        (-2.0, -0.1, "worse"),
+        (0.0, 2.0, "no detectable difference"),
+        (-1.0, 1.0, "no detectable difference"),
     ],
 )
-def test_findings_say_when_local_alignment_does_not_beat_global_only(study, global_r1s, head):
-    write_metrics(study / "eval" / "global_only", global_r1s[0], local=False)
-    write_metrics(study / "eval" / "global_only_seed1", global_r1s[1], local=False)
-    variants = tables.declared_variants(study / "params.yaml")
-    results, _ = tables.load_results(variants, study / "eval")
-    assert f"**{head}**" in "\n".join(tables.findings(results, variants))
+def test_the_verdict_follows_the_interval(low, high, verdict):
+    assert sentences.verdict_of(low, high) == verdict
 
 
-def test_findings_without_repeated_seeds_or_baseline(study):
-    variants = tables.declared_variants(study / "params.yaml", ["main", "no_windows"])
-    results, _ = tables.load_results(variants, study / "eval")
-    text = "\n".join(tables.findings(results, variants))
-    assert "cannot be compared with seed noise" in text
-    assert "No global-only variant" in text
-    assert "no repeated seeds to compare it with" in text
+def test_a_verdict_the_interval_does_not_support_is_pointed_out():
+    record = {**FINDINGS["local_alignment"], "ci_low": -0.5, "verdict": "better"}
+    text = sentences.finding(record, "full")
+    assert "No detectable difference between `full` and `global_only`" in text
+    assert "The findings file says “better”, which its interval does not support" in text
+    record = {**record, "seeds_b": [0, 1]}
+    assert "(seeds 0, 1, 2 vs 0, 1)" in sentences.finding(record, "full")
 
 
-def test_curves(study):
-    variants = tables.declared_variants(study / "params.yaml")
-    curves = tables.load_fusion_curves(variants, study / "eval")
-    assert set(curves["variant"]) == {"main", "full_seed1", "no_windows"}  # global-only: no local branch
-    chosen = curves[curves["chosen"]].set_index("variant")["weight"]
-    assert chosen["main"] == 1.0 and chosen["full_seed1"] == 2.0
-    live = study / "live" / "main" / "plots" / "metrics" / "train"
-    live.mkdir(parents=True)
-    (live / "loss.tsv").write_text("step\tloss\n0\t3.5\n1\t2.5\n")
-    training = tables.load_training_curves(variants, study / "live", ("train/loss", "val/selection_R1"))
-    assert training.to_dict("list") == {
-        "variant": ["main", "main"],
-        "metric": ["train/loss"] * 2,
-        "step": [0, 1],
-        "value": [3.5, 2.5],
-    }
+def test_reference_placement_sentence(study):
+    assert sentences.reference_placement(load_study_data(**study)) == (
+        "On test R@1, the reference rankers range from `random` (0.7) to `attribute_oracle` (94.0). Mean "
+        "final score of each configuration:\n\n"
+        "- Between `colour_pair` (35.0) and `fine` (60.0): `channels` 44.3, `full` 41.0, `global_fair` "
+        "40.2.\n"
+        "- Between `random` (0.7) and `colour_pair` (35.0): `global_only` 30.5.\n"
+        "- The main configuration `full` covers 43% of the distance from `random` to `attribute_oracle`."
+    )
+
+
+def test_global_branch_sentences_when_the_fair_control_closes_the_gap(study):
+    data = load_study_data(**study)
+    kinds = sentences.score_kinds(data)
+    assert (
+        "test R@1 is 20.0 with the global score alone, 37.0 with the local score alone and 41.0 fused: the "
+        "local score beats the global one by 17.0 points" in kinds
+    )
+    assert "Validation chose fusion weights 4, 4, 4" in kinds and "in 3 of 3" in kinds
+    assert "the local score beats the global one in 2 of 2" in kinds
+    text = sentences.text_features(data)
+    assert "same person for 20.0% of captions by the sentence vector" in text and "less well than" in text
+    assert "for 40.0% of captions" in text and "another item's colour for 35.0%" in text
+    fair = sentences.fair_text_side(data)
+    assert "Global-only R@1 goes from 30.5 (`global_only`) to 40.2 with `global_fair`" in fair
+    assert "+9.7 points, 95% interval [+7.5, +11.8]: better" in fair
+    assert "**The fair control closes the gap.** `full` − `global_fair` = +0.8 points" in fair
+    assert "its lead over `global_only` (+10.5) is not evidence that local alignment helps" in fair
+
+
+def test_global_branch_sentence_when_full_acsa_stays_better(study, tmp_path):
+    def stays_better(raw):
+        raw["local_alignment_fair"].update(difference=3.0, ci_low=1.0, ci_high=5.0, verdict="better")
+        return raw
+
+    rewrite(tmp_path / "reports" / "findings.json", stays_better)
+    fair = sentences.fair_text_side(load_study_data(**study))
+    assert "**The fair control does not close the gap.** `full` − `global_fair` = +3.0 points" in fair
+    assert "Of the 10.5-point lead of `full` over `global_only`, the fair text side closes 71%." in fair
+
+
+def test_global_branch_sentence_when_there_is_no_gap_to_close(study, tmp_path):
+    def no_lead(raw):
+        raw["local_alignment"].update(
+            difference=0.4, ci_low=-0.6, ci_high=1.4, verdict="no detectable difference"
+        )
+        return raw
+
+    rewrite(tmp_path / "reports" / "findings.json", no_lead)
+    fair = sentences.fair_text_side(load_study_data(**study))
+    assert (
+        "**No gap to close.** `full` beats neither `global_fair` (+0.8 points, 95% interval [-1.1, +2.6]: no "
+        "detectable difference) nor `global_only` (+0.4 points, 95% interval [-0.6, +1.4]: no detectable "
+        "difference): on R@1, no finding here says that local alignment helps."
+    ) in fair
+
+
+def test_signed_numbers_never_read_minus_zero():
+    assert [tables.signed(x) for x in (1.25, -0.4, -0.03, 0.0)] == ["+1.2", "-0.4", "0.0", "0.0"]
+
+
+def test_without_a_fair_control_the_report_says_so(study):
+    data = load_study_data(**study, configurations=["full", "global_only"])
+    assert sentences.fair_text_side(data).startswith(
+        "No shown configuration is a global-only model with the fair"
+    )
+
+
+def test_plateau_sentence(study, tmp_path):
+    data = load_study_data(**study)
+    assert sentences.plateau(data) == (
+        "11 of 12 runs flattened (each gained less than 0.5 point of validation R@1 over the last quarter of "
+        "its epochs). Still rising: `full` seed 1 (+2.3 over the last quarter of 8 epochs). Comparisons "
+        "involving `full` may partly measure how fast a model learns."
+    )
+
+    def flattened(raw):
+        for entry in raw.values():
+            for run in entry["plateau"]:
+                run.update(gain_last_quarter=0.1, flattened=True)
+        raw["channels"]["plateau"][0].update(epochs=1, gain_last_quarter=None, flattened=False)
+        return raw
+
+    rewrite(tmp_path / "reports" / "study_summary.json", flattened)
+    text = sentences.plateau(load_study_data(**study))
+    assert text == (
+        "All 11 runs with two epochs or more flattened: each gained less than 0.5 point of validation R@1 "
+        "over the last quarter of its epochs. Too few epochs to tell: `channels` seed 0."
+    )
+    assert (
+        tables.plateau_table(load_study_data(**study)).loc["channels", "seed 0"] == "too few epochs (1 epoch)"
+    )
+
+    def one_epoch(raw):
+        for entry in raw.values():
+            for run in entry["plateau"]:
+                run.update(epochs=1, gain_last_quarter=None, flattened=False)
+        return raw
+
+    rewrite(tmp_path / "reports" / "study_summary.json", one_epoch)
+    assert sentences.plateau(load_study_data(**study)).startswith(
+        "None of the 12 runs trained two epochs or more, so none can be checked for a plateau"
+    )
+
+
+def test_fusion_weight_sentence_flags_the_largest_candidate(study):
+    assert sentences.fusion_weights(load_study_data(**study)) == (
+        "Weights chosen on validation: `full` 4, 4, 4 (seeds 0, 1, 2); `channels` 1, 1, 1 (seeds 0, 1, 2). "
+        "For `full` seeds 0, 1, 2 the chosen weight is the largest candidate (`evaluate.fusion_weights`): a "
+        "larger one might score higher on validation."
+    )
+
+
+def test_method_states_the_study_settings(study):
+    data = load_study_data(**study)
+    text = sentences.method(data)
+    assert (
+        "4 configurations × seeds 0, 1, 2: 12 runs" in text
+        and "the run of `full` with train.seed = 0" in text
+    )
+    assert "95% interval is a percentile bootstrap (10,000 resamples" in text
+    assert "the seeds of a, the seeds of b and the test identities" in text
+    assert sentences.optional(data) == (
+        "Optional configurations, not trained by `dvc repro` and not in this report: `small_swin` "
+        "(image.backbone=swin_tiny_patch4_window7_224)."
+    )
+
+
+def test_figures_draw_from_the_study(study, tmp_path):
+    data = load_study_data(**study)
+    values = tables.run_values(data)
+    rankers = tables.ladder(data, data.reference, "R1")
     figures.setup()
     for fig in (
-        figures.metric_bars(tables.load_results(variants, study / "eval")[0]),
-        figures.score_kinds(tables.load_results(variants, study / "eval")[0]),
-        figures.fusion_curves(curves),
-        figures.training_curves(training),
+        study_figures.run_bars(values),
+        study_figures.reference_ladder(values, rankers[rankers["kind"] == "reference"], "R1"),
+        study_figures.score_kinds(values, "R1"),
+        study_figures.convergence(data.curves, tables.kept_epochs(data)),
+        study_figures.fusion_curves(tables.fusion_curve_table(data)),
     ):
         assert fig.axes
         matplotlib.pyplot.close(fig)
+    assert len(study_figures.convergence(data.curves, tables.kept_epochs(data)).axes) == 4
+
+
+def test_the_notebook_kernel_does_not_import_torch():
+    """The report helpers stay light, so a notebook kernel starts fast."""
+    code = (
+        "import sys\n"
+        "from acsa.reports import figures, notebook, sentences, study_figures, study_files, tables, views\n"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_summary_fixture_matches_the_findings_stage_layout():
+    entry = summary()["full"]
+    assert set(entry) == {"seeds", "final_kind", "kinds", "plateau"}
+    assert set(entry["kinds"]["fused"]["R1"]) == {"mean", "std", "runs"}
+    assert set(REFERENCE["test"]) == set(REFERENCE["rankers"])
+
+
+# ---- the visualisation report ------------------------------------------------------------------------------
 
 
 def test_token_layout_follows_the_encoder_stripes_and_window_grid():
@@ -246,15 +455,10 @@ def test_attribute_errors_count_stated_attributes_and_top1_confusions():
 
 
 def test_list_parameters_accept_papermill_text():
-    assert tables.as_list(None) is None
-    assert tables.as_list(["main"]) == ["main"]
-    assert tables.as_list("[main, global_only]") == ["main", "global_only"]
-    assert tables.as_list("3, 17") == [3, 17]
-
-
-def test_no_metrics_at_all_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no metrics.json for any of main"):
-        tables.load_results([tables.Variant("main")], tmp_path)
+    assert as_list(None) is None
+    assert as_list(["main"]) == ["main"]
+    assert as_list("[main, global_only]") == ["main", "global_only"]
+    assert as_list("3, 17") == [3, 17]
 
 
 def test_chosen_cases_checks_the_query_indices():

@@ -10,11 +10,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from acsa.errors import ConfigError, NotebookError
 
 log = logging.getLogger(__name__)
 
 KERNEL = "python3"
+
+
+def as_list(value: Any) -> list | None:
+    """A notebook parameter holding a list: a list, None, or text as `--set`/papermill pass it
+    ("[a, b]" or "a,b")."""
+    if value is None or isinstance(value, list | tuple):
+        return None if value is None else list(value)
+    text = str(value).strip()
+    if text.startswith("["):
+        return list(yaml.safe_load(text))
+    return [yaml.safe_load(item.strip()) for item in text.split(",") if item.strip()]
 
 
 def to_ipynb(source: Path, target: Path) -> None:

@@ -1,335 +1,306 @@
-"""Tables of the ablation report (notebooks/ablations.py): which variants exist, their metrics with seed
-spread and the written findings (figures: acsa.reports.figures).
-
-Everything here reads the stages' outputs and presents them; nothing is trained or scored:
-  params.yaml `ablations`                     the variants and their overrides (the main model has none)
-  EVAL_DIR/<variant>/metrics.json             test R1/R5/R10/mAP/mINP per score kind (evaluate stage)
-  EVAL_DIR/<variant>/fusion_curve.json        validation R1/mAP per fusion weight (evaluate stage)
-  LIVE_DIR/<variant>/plots/metrics/**.tsv     per-epoch training curves (DVCLive, train stage)
-
-Variants that differ only in `train.seed` are repeats of one configuration (a "group"): the report gives their
-mean and half-range. No torch import, so a notebook kernel starts fast.
-"""
+"""Tables of the ablation report (notebooks/ablations.py), each built from the study's files as loaded by
+acsa.reports.study_files: the configurations, per configuration mean ± std over seeds, the findings with their
+intervals, reference points beside the models, score kinds, plateaus and every run. Numbers are formatted
+here (one decimal, signed differences) so that the tables and the sentences (acsa.reports.sentences) print
+them alike. No torch import."""
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from acsa.config import read_params_file
-
-MAIN = "main"
-METRICS = ("R1", "R5", "R10", "mAP", "mINP")
-KINDS = ("global", "local", "fused")
-SEED_KEY = "train.seed"
-GLOBAL_ONLY = {"model.use_local": False}  # the overrides that make a global-alignment-only model
+from acsa.reports.study_files import KINDS, METRIC_NAMES, Reference, StudyData
+from acsa.study import METRICS
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One trained model: the main one (no overrides) or a named ablation of params.yaml."""
-
-    name: str
-    overrides: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The overrides that define the configuration, without the seed."""
-        return {k: v for k, v in sorted(self.overrides.items()) if k != SEED_KEY}
-
-    @property
-    def group(self) -> str:
-        return json.dumps(self.config, sort_keys=True)
+def aligned(table: pd.DataFrame, left: tuple[str, ...]) -> Any:
+    """The table for display, its text columns `left` (and their headers) aligned left; numbers stay
+    right-aligned. An empty table is returned as it is."""
+    columns = [c for c in left if c in table.columns]
+    if table.empty or not columns:
+        return table
+    positions = [table.columns.get_loc(c) for c in columns]
+    headers = [{"selector": f"th.col_heading.col{i}", "props": "text-align: left"} for i in positions]
+    return table.style.set_properties(subset=columns, **{"text-align": "left"}).set_table_styles(headers)
 
 
-def as_list(value: Any) -> list | None:
-    """A notebook parameter that holds a list: a list, None, or text as papermill's `-p` passes it
-    ("[a, b]" in YAML, or "a,b")."""
-    if value is None or isinstance(value, list | tuple):
-        return None if value is None else list(value)
-    text = str(value).strip()
-    if text.startswith("["):
-        return list(yaml.safe_load(text))
-    return [yaml.safe_load(item.strip()) for item in text.split(",") if item.strip()]
+def number(x: float | None) -> str:
+    return "–" if x is None else f"{x:.1f}"
 
 
-def declared_variants(params_file: str | Path, names: list[str] | str | None = None) -> list[Variant]:
-    """The main model and every ablation of `params_file`, in file order; `names` picks (and orders) some."""
-    names = as_list(names)
-    raw = read_params_file(params_file)
-    base_seed = int((raw.get("train") or {}).get("seed", 0))
-    ablations = raw.get("ablations") or {}
-    variants = [Variant(MAIN, {}, base_seed)]
-    for name, overrides in ablations.items():
-        overrides = dict(overrides or {})
-        variants.append(Variant(name, overrides, int(overrides.get(SEED_KEY, base_seed))))
-    if names is None:
-        return variants
-    by_name = {v.name: v for v in variants}
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        raise ValueError(f"unknown variants {unknown}; {params_file} declares: {', '.join(by_name)}")
-    return [by_name[n] for n in names]
+def signed(x: float) -> str:
+    """`+1.2`, `-0.4`; `0.0` for what rounds to zero (never `-0.0`)."""
+    text = f"{x:+.1f}"
+    return "0.0" if text in ("+0.0", "-0.0") else text
 
 
-def describe(config: dict[str, Any]) -> str:
-    """`model.use_local=false, image.parts=channels`; `defaults` for the main configuration."""
-    if not config:
-        return "defaults"
-    return ", ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in config.items())
+def interval(low: float, high: float) -> str:
+    return f"[{signed(low)}, {signed(high)}]"
 
 
-def group_labels(variants: list[Variant]) -> dict[str, str]:
-    """Group key -> label: the name of its first variant ("main" is shown as "full ACSA (main)")."""
-    labels: dict[str, str] = {}
-    for v in variants:
-        labels.setdefault(v.group, "full ACSA (main)" if v.name == MAIN else v.name)
-    return labels
-
-
-# ---- metrics --------------------------------------------------------------------------------------------
-
-
-def load_results(variants: list[Variant], eval_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """One row per (variant, score kind) with R1..mINP; `final` marks the model's own score (fused when it has
-    a local branch, else global). Returns the table and the variants whose metrics.json is missing."""
-    labels = group_labels(variants)
-    rows, missing = [], []
-    for v in variants:
-        path = Path(eval_dir) / v.name / "metrics.json"
-        if not path.is_file():
-            missing.append(v.name)
-            continue
-        metrics = json.loads(path.read_text())
-        test = metrics["test"]
-        final = "fused" if "fused" in test else "global"
-        for kind in KINDS:
-            if kind in test:
-                rows.append(
-                    {
-                        "variant": v.name,
-                        "group": labels[v.group],
-                        "config": describe(v.config),
-                        "seed": v.seed,
-                        "kind": kind,
-                        "final": kind == final,
-                        "fusion_weight": metrics.get("fusion_weight") if final == "fused" else None,
-                        **{m: float(test[kind][m]) for m in METRICS},
-                    }
-                )
-    if not rows:
-        raise FileNotFoundError(
-            f"{eval_dir}: no metrics.json for any of {', '.join(v.name for v in variants)} "
-            "(run the evaluate stages first: dvc repro)"
-        )
-    columns = ["variant", "group", "config", "seed", "kind", "final", "fusion_weight", *METRICS]
-    return pd.DataFrame(rows, columns=columns), missing
-
-
-def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Per group (final score): seeds, and mean and half-range (max - min) / 2 of every metric."""
-    final = results[results["final"]]
-    rows = []
-    for group, part in final.groupby("group", sort=False):
-        row = {"group": group, "config": part["config"].iloc[0], "seeds": sorted(part["seed"].tolist())}
-        row["n_seeds"] = len(part)
-        for m in METRICS:
-            row[f"{m}_mean"] = part[m].mean()
-            row[f"{m}_half_range"] = (part[m].max() - part[m].min()) / 2
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def summary_table(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary as text: `mean ± half-range` for groups with several seeds, the value for one seed."""
-    table = pd.DataFrame(
-        {"variant": summary["group"], "overrides": summary["config"], "seeds": summary["seeds"].map(_seeds)}
-    )
-    for m in METRICS:
-        table[m] = [
-            f"{mean:.1f} ± {half:.1f}" if n > 1 else f"{mean:.1f}"
-            for mean, half, n in zip(
-                summary[f"{m}_mean"], summary[f"{m}_half_range"], summary["n_seeds"], strict=True
-            )
-        ]
-    return table.set_index("variant")
-
-
-def _seeds(seeds: list[int]) -> str:
+def seed_list(seeds: list[int]) -> str:
     return ", ".join(str(s) for s in seeds)
 
 
-def seed_noise(summary: pd.DataFrame, metric: str = "R1") -> float | None:
-    """The largest seed range (max - min) of `metric` over groups trained with several seeds; None if none."""
-    repeated = summary[summary["n_seeds"] > 1]
-    if repeated.empty:
+def mean_std(entry: dict[str, Any]) -> str:
+    """`40.1 ± 1.2`, or the value alone for one seed (no standard deviation)."""
+    std = entry.get("std")
+    return f"{entry['mean']:.1f}" if std is None else f"{entry['mean']:.1f} ± {std:.1f}"
+
+
+def describe(overrides: dict[str, Any]) -> str:
+    """`model.use_local=false, image.parts=channels`; `defaults` for none."""
+    if not overrides:
+        return "defaults"
+    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items())
+
+
+def final_entry(data: StudyData, name: str, metric: str) -> dict[str, Any] | None:
+    """The summary of configuration `name`'s final score on `metric`: {mean, std, runs}; None if absent."""
+    entry = (data.summary or {}).get(name)
+    if entry is None:
         return None
-    return float(2 * repeated[f"{metric}_half_range"].max())
+    return entry["kinds"].get(entry["final_kind"], {}).get(metric)
 
 
-# ---- findings ----------------------------------------------------------------------------------------------
-
-NAMES = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "mAP": "mAP", "mINP": "mINP"}
+# ---- 1. what was compared ----------------------------------------------------------------------------------
 
 
-def _signed(x: float) -> str:
-    return f"{x:+.1f}"
-
-
-def _group_of(summary: pd.DataFrame, variants: list[Variant], config: dict[str, Any]) -> pd.Series | None:
-    labels = group_labels(variants)
-    key = json.dumps(dict(sorted(config.items())), sort_keys=True)
-    if key not in labels:
-        return None
-    rows = summary[summary["group"] == labels[key]]
-    return None if rows.empty else rows.iloc[0]
-
-
-def _spread(row: pd.Series, metric: str) -> str:
-    if row["n_seeds"] < 2:
-        return "1 seed"
-    return f"± {row[f'{metric}_half_range']:.1f} over seeds {_seeds(row['seeds'])}"
-
-
-def _verdict(delta: float, noise: float | None) -> str:
-    if noise is None:
-        return "no repeated seeds to compare it with"
-    if abs(delta) > noise:
-        return f"beyond the seed spread ({noise:.1f})"
-    return f"within the seed spread ({noise:.1f}): not distinguishable from noise"
-
-
-def findings(
-    results: pd.DataFrame, variants: list[Variant], metric: str = "R1", second: str = "mAP"
-) -> list[str]:
-    """The report's written findings (Markdown paragraphs), every number computed from `results`.
-
-    Rules: a group's number is its mean over seeds; a difference is "beyond noise" when it exceeds the
-    largest seed range (max - min) seen in any repeated configuration.
-    """
-    if results.empty:
-        return ["No metrics found: run `dvc repro` first."]
-    summary = seed_summary(results)
-    name, noise = NAMES[metric], seed_noise(summary, metric)
-    full = _group_of(summary, variants, {})
-    paragraphs = []
-    if noise is None:
-        paragraphs.append(
-            f"**Seed spread.** No configuration was trained with more than one seed, so differences "
-            f"cannot be compared with seed noise (add e.g. `full_seed1: {{{SEED_KEY}: 1}}` to `ablations`)."
-        )
-    else:
-        repeated = summary[summary["n_seeds"] > 1]
-        spreads = "; ".join(
-            f"{row['group']}: {row[f'{metric}_mean']:.1f} {_spread(row, metric)}"
-            for _, row in repeated.iterrows()
-        )
-        paragraphs.append(
-            f"**Seed spread.** {name} (mean ± half-range) — {spreads}. A difference is called beyond noise "
-            f"when it exceeds {noise:.1f} points, the largest seed range (max − min) of a repeated "
-            "configuration."
-        )
-    if full is None:
-        paragraphs.append("**Full ACSA.** The main model's metrics are missing: nothing to compare with.")
-        return paragraphs
-
-    base = _group_of(summary, variants, GLOBAL_ONLY)
-    if base is not None:
-        delta = full[f"{metric}_mean"] - base[f"{metric}_mean"]
-        delta2 = full[f"{second}_mean"] - base[f"{second}_mean"]
-        numbers = (
-            f"full ACSA {name} {full[f'{metric}_mean']:.1f} ({_spread(full, metric)}) vs "
-            f"global-only {base[f'{metric}_mean']:.1f} ({_spread(base, metric)}): {_signed(delta)} points, "
-            f"{_verdict(delta, noise)}; {NAMES[second]} {_signed(delta2)}"
-        )
-        if delta <= 0:
-            head = "Local alignment does not beat global-only alignment"
-        elif noise is not None and delta <= noise:
-            head = "Local alignment does not beat global-only alignment beyond noise"
-        else:
-            head = "Local alignment helps"
-        paragraphs.append(f"**{head}.** The cross-attention branch (model.use_local): {numbers}.")
-    else:
-        paragraphs.append(
-            "**Local alignment.** No global-only variant (`model.use_local: false`) was evaluated: the "
-            "cross-attention branch cannot be compared with global alignment alone."
-        )
-
-    own = results[(results["group"] == full["group"]) & results["kind"].isin(["global", "fused"])]
-    by_kind = own.groupby("kind")[metric].mean()
-    if {"global", "fused"} <= set(by_kind.index):
-        weights = sorted({float(w) for w in own["fusion_weight"].dropna()})
-        gain = by_kind["fused"] - by_kind["global"]
-        paragraphs.append(
-            f"**The local score at test time.** On the full models themselves, {name} is "
-            f"{by_kind['global']:.1f} with the global score alone and {by_kind['fused']:.1f} with the local "
-            f"score fused in (weight chosen on validation: {', '.join(f'{w:g}' for w in weights)}): "
-            f"{_signed(gain)} points."
-        )
-
-    lines = []
-    for _, row in summary.iterrows():
-        if row["group"] in (full["group"], None if base is None else base["group"]):
-            continue
-        delta = row[f"{metric}_mean"] - full[f"{metric}_mean"]
-        delta2 = row[f"{second}_mean"] - full[f"{second}_mean"]
-        lines.append(
-            f"- `{row['group']}` ({row['config']}): {name} {row[f'{metric}_mean']:.1f} "
-            f"({_spread(row, metric)}), "
-            f"{_signed(delta)} vs full ACSA, {_verdict(delta, noise)}; {NAMES[second]} {_signed(delta2)}."
-        )
-    if lines:
-        paragraphs.append("**Components** (each variant against full ACSA):\n\n" + "\n".join(lines))
-    return paragraphs
-
-
-# ---- curves ------------------------------------------------------------------------------------------------
-
-
-def load_fusion_curves(variants: list[Variant], eval_dir: str | Path) -> pd.DataFrame:
-    """Validation metrics per fusion weight, for the variants with a local branch; `chosen` marks the weight
-    the evaluate stage picked."""
+def configurations_table(data: StudyData) -> pd.DataFrame:
+    study = data.study
+    used: dict[str, list[str]] = {}
+    for finding in study.findings:
+        for side in (finding.a, finding.b):
+            used.setdefault(side, []).append(finding.name)
     rows = []
-    for v in variants:
-        folder = Path(eval_dir) / v.name
-        if not (folder / "fusion_curve.json").is_file() or not (folder / "metrics.json").is_file():
-            continue
-        metrics = json.loads((folder / "metrics.json").read_text())
-        if metrics.get("local_mode", "none") == "none":
-            continue  # global only: every weight gives the same ranking
-        for point in json.loads((folder / "fusion_curve.json").read_text()):
-            rows.append(
-                {
-                    "variant": v.name,
-                    **point,
-                    "chosen": math.isclose(point["weight"], metrics["fusion_weight"]),
-                }
-            )
-    return pd.DataFrame(rows, columns=["variant", "weight", *METRICS, "chosen"])
+    for name in data.shown:
+        role = "main model" if name == study.main else ""
+        rows.append(
+            {
+                "configuration": name + (" (main)" if role else ""),
+                "overrides": describe(data.overrides(name)),
+                "seeds": seed_list(data.seeds(name)),
+                "findings": ", ".join(used.get(name, [])) or "–",
+            }
+        )
+    return pd.DataFrame(rows).set_index("configuration")
 
 
-def load_training_curves(
-    variants: list[Variant], live_dir: str | Path, metrics: tuple[str, ...]
-) -> pd.DataFrame:
-    """Per-epoch DVCLive curves: variant, metric (e.g. `train/loss`), step, value."""
-    frames = []
-    for v in variants:
-        for metric in metrics:
-            path = Path(live_dir) / v.name / "plots" / "metrics" / f"{metric}.tsv"
-            if not path.is_file():
+# ---- 2. results --------------------------------------------------------------------------------------------
+
+
+def results_table(data: StudyData) -> pd.DataFrame:
+    """Per configuration, its final score's mean ± std over seeds of every metric."""
+    rows = []
+    for name, entry in (data.summary or {}).items():
+        kind = entry["final_kind"]
+        row = {"configuration": name, "score": kind, "seeds": seed_list(entry["seeds"])}
+        row.update({METRIC_NAMES[m]: mean_std(entry["kinds"][kind][m]) for m in METRICS})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("configuration") if rows else pd.DataFrame()
+
+
+def run_values(data: StudyData, kinds: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Long table of every run's test value: configuration, seed, kind, final (bool), metric, value."""
+    rows = []
+    for name, entry in (data.summary or {}).items():
+        for kind, table in entry["kinds"].items():
+            if kinds is not None and kind not in kinds:
                 continue
-            tsv = pd.read_csv(path, sep="\t")
-            value = [c for c in tsv.columns if c not in ("step", "timestamp")][0]
-            frames.append(
-                pd.DataFrame({"variant": v.name, "metric": metric, "step": tsv["step"], "value": tsv[value]})
+            for metric in METRICS:
+                for seed, value in zip(entry["seeds"], table[metric]["runs"], strict=True):
+                    rows.append(
+                        {
+                            "configuration": name,
+                            "seed": seed,
+                            "kind": kind,
+                            "final": kind == entry["final_kind"],
+                            "metric": metric,
+                            "value": float(value),
+                        }
+                    )
+    columns = ["configuration", "seed", "kind", "final", "metric", "value"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ---- 3. findings -------------------------------------------------------------------------------------------
+
+
+def findings_table(data: StudyData) -> pd.DataFrame:
+    rows = []
+    for name, r in (data.findings or {}).items():
+        level = f"{100 * r.get('confidence', 0.95):g}%"
+        rows.append(
+            {
+                "finding": name,
+                "a vs b": f"{r['a']} vs {r['b']}",
+                "metric": METRIC_NAMES.get(r["metric"], r["metric"]),
+                "mean a": number(r["mean_a"]),
+                "mean b": number(r["mean_b"]),
+                "a − b": signed(r["difference"]),
+                f"{level} interval": interval(r["ci_low"], r["ci_high"]),
+                "seeds a / b": f"{seed_list(r['seeds_a'])} / {seed_list(r['seeds_b'])}",
+                "verdict": r["verdict"],
+            }
+        )
+    return pd.DataFrame(rows).set_index("finding") if rows else pd.DataFrame()
+
+
+# ---- 4. reference points -----------------------------------------------------------------------------------
+
+
+def ladder(data: StudyData, reference: Reference, metric: str) -> pd.DataFrame:
+    """Rankers and configurations (mean of the final score) on one scale, best first: name, kind, value."""
+    rows = [
+        {"name": name, "kind": "reference", "value": reference.test[name][metric]}
+        for name in reference.rankers
+        if metric in reference.test[name]
+    ]
+    for name in data.summary or {}:
+        entry = final_entry(data, name, metric)
+        if entry is not None:
+            rows.append({"name": name, "kind": "model", "value": float(entry["mean"])})
+    table = pd.DataFrame(rows, columns=["name", "kind", "value"])
+    return table.sort_values("value", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def reference_table(data: StudyData, reference: Reference) -> pd.DataFrame:
+    """Every ranker's test metrics and what it scores, with each configuration's mean final score, sorted by
+    the page's metric."""
+    rows = []
+    for name, description in reference.rankers.items():
+        rows.append(
+            {
+                "": name,
+                "kind": "reference",
+                "what it uses": description,
+                **{METRIC_NAMES[m]: number(reference.test[name].get(m)) for m in METRICS},
+                "_sort": reference.test[name].get(data.metric, float("nan")),
+            }
+        )
+    for name in data.summary or {}:
+        entries = {m: final_entry(data, name, m) for m in METRICS}
+        rows.append(
+            {
+                "": name,
+                "kind": "model",
+                "what it uses": f"trained; {(data.summary or {})[name]['final_kind']} score, mean of "
+                f"{len((data.summary or {})[name]['seeds'])} seed(s)",
+                **{METRIC_NAMES[m]: number(e["mean"]) if e else "–" for m, e in entries.items()},
+                "_sort": entries[data.metric]["mean"] if entries[data.metric] else float("nan"),
+            }
+        )
+    table = pd.DataFrame(rows).sort_values("_sort", ascending=False, kind="stable")
+    return table.drop(columns="_sort").set_index("")
+
+
+# ---- 5. the global branch ----------------------------------------------------------------------------------
+
+
+def score_kinds_table(data: StudyData, metric: str) -> pd.DataFrame:
+    """Per configuration: mean ± std of the global, local and fused scores on `metric`; the final kind."""
+    rows = []
+    for name, entry in (data.summary or {}).items():
+        row = {"configuration": name, "final score": entry["final_kind"]}
+        for kind in KINDS:
+            table = entry["kinds"].get(kind)
+            row[kind] = mean_std(table[metric]) if table else "–"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("configuration") if rows else pd.DataFrame()
+
+
+TEXT_REPRESENTATIONS = {
+    "sentence": "sentence vector (the global branch's input)",
+    "phrase_mean": "mean of its phrase vectors",
+    "phrase_set": "its phrase vectors as a set (as the local branch)",
+}
+
+
+def text_features_table(text: dict[str, Any]) -> pd.DataFrame:
+    """The text-feature diagnostic per caption representation (percent; AUC as a fraction)."""
+    nn = text.get("nn_identity_R1") or {}
+    auc = text.get("same_identity_auc") or {}
+    probe = text.get("colour_probe") or {}
+    rows = []
+    for name in dict.fromkeys([*nn, *auc, *probe]):
+        p = probe.get(name) or {}
+        rows.append(
+            {
+                "caption as": TEXT_REPRESENTATIONS.get(name, name),
+                "nearest caption same identity (%)": number(nn.get(name)),
+                "same-identity AUC": "–" if auc.get(name) is None else f"{auc[name]:.3f}",
+                "colour probe: right colour (%)": number(p.get("accuracy")) if p else "–",
+                "colour probe: another item's colour (%)": number(p.get("other_colour")) if p else "–",
+            }
+        )
+    return pd.DataFrame(rows).set_index("caption as") if rows else pd.DataFrame()
+
+
+# ---- 6.-8. convergence, fusion weight, every run -----------------------------------------------------------
+
+
+def plateau_table(data: StudyData) -> pd.DataFrame:
+    """Per configuration and seed: validation R@1 gained over the last quarter of the epochs, `(rising)` when
+    the run had not flattened."""
+    rows = []
+    for name, entry in (data.summary or {}).items():
+        row: dict[str, Any] = {"configuration": name}
+        for run in entry.get("plateau", []):
+            gain, epochs = run.get("gain_last_quarter"), run.get("epochs")
+            text = (
+                "too few epochs"
+                if gain is None
+                else signed(gain) + ("" if run.get("flattened") else " rising")
             )
-    if not frames:
-        return pd.DataFrame(columns=["variant", "metric", "step", "value"])
-    return pd.concat(frames, ignore_index=True)
+            row[f"seed {run['seed']}"] = f"{text} ({epochs} epoch{'s' * (epochs != 1)})"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("configuration").fillna("") if rows else pd.DataFrame()
+
+
+def has_local(metrics: dict[str, Any]) -> bool:
+    return "fused" in metrics.get("test", {})
+
+
+def fusion_curve_table(data: StudyData) -> pd.DataFrame:
+    """Long table: configuration, seed, weight, metric values, chosen (the weight validation picked)."""
+    rows = []
+    for (name, seed), curve in data.fusion_curves.items():
+        metrics = data.metrics.get((name, seed), {})
+        if not has_local(metrics):
+            continue  # global only: every weight ranks alike
+        for point in curve:
+            chosen = abs(float(point["weight"]) - float(metrics.get("fusion_weight", float("nan")))) < 1e-9
+            rows.append({"configuration": name, "seed": seed, **point, "chosen": chosen})
+    return pd.DataFrame(rows, columns=["configuration", "seed", "weight", *METRICS, "chosen"])
+
+
+def kept_epochs(data: StudyData) -> pd.DataFrame:
+    """The epoch each run keeps (chosen on validation; 1-based): configuration, seed, epoch."""
+    rows = [
+        {"configuration": name, "seed": seed, "epoch": int(m["best_epoch"]) + 1}
+        for (name, seed), m in data.metrics.items()
+        if m.get("best_epoch") is not None and int(m["best_epoch"]) >= 0
+    ]
+    return pd.DataFrame(rows, columns=["configuration", "seed", "epoch"])
+
+
+def runs_table(data: StudyData) -> pd.DataFrame:
+    """One row per run: each metric as `global / local / fused` (the global score alone for a model without
+    the local branch), the fusion weight and the epoch kept (both chosen on validation)."""
+    rows = []
+    for place in data.runs:
+        metrics = data.metrics.get((place.configuration, place.seed))
+        if metrics is None:
+            continue
+        kinds = [kind for kind in KINDS if kind in metrics["test"]]
+        epoch = metrics.get("best_epoch")
+        row: dict[str, Any] = {"configuration": place.configuration, "seed": place.seed}
+        row["scores"] = " / ".join(kinds)
+        for m in METRICS:
+            row[METRIC_NAMES[m]] = " / ".join(number(metrics["test"][kind][m]) for kind in kinds)
+        row["fusion weight"] = f"{metrics['fusion_weight']:g}" if has_local(metrics) else "–"
+        row["epoch kept"] = "–" if epoch is None or epoch < 0 else int(epoch) + 1
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["configuration", "seed"]) if rows else pd.DataFrame()

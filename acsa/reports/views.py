@@ -20,7 +20,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from acsa.reports.tables import as_list
+from acsa.reports.notebook import as_list
 
 MATCH, WRONG, OWN = "#2e9d4a", "#d62728", "#1f77b4"  # frame colours: correct, incorrect, the query's image
 
