@@ -26,7 +26,7 @@ from pathlib import Path
 
 from acsa import paths
 from acsa.cli import add_path, add_study_option, params_from_args, run_stage, stage_parser
-from acsa.config import Params
+from acsa.config import Params, params_to_dict
 from acsa.data.prepared import Split, read_split
 from acsa.model.acsa import ACSA
 from acsa.runtime import resolve_device, set_threads
@@ -61,6 +61,7 @@ def evaluate_model(model: ACSA, test: Split, params: Params, device, work: Path,
         "seconds": round(time.perf_counter() - started, 1),
     }
     per_query = {
+        "config": params_to_dict(model.params),  # what the model was trained with (findings compare runs)
         "query_ids": query_ids.tolist(),
         "kinds": {
             kind: {

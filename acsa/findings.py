@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from acsa import paths
-from acsa.analysis.findings import Run, missing_configurations, study_findings, summarise
+from acsa.analysis.findings import (
+    Run,
+    missing_configurations,
+    settings_differences,
+    study_findings,
+    summarise,
+)
 from acsa.cli import add_path, run_stage, stage_parser
 from acsa.config import load_params
 from acsa.errors import DataError
@@ -53,7 +59,7 @@ def read_run(configuration: str, seed: int, eval_dir: Path, live_dir: Path) -> R
         query_ids = np.asarray(raw["query_ids"])
     except (KeyError, TypeError, AttributeError) as err:
         raise DataError(f"{eval_dir}/per_query.json: malformed ({err})") from None
-    return Run(configuration, seed, query_ids, kinds, validation_curve(live_dir))
+    return Run(configuration, seed, query_ids, kinds, validation_curve(live_dir), raw.get("config"))
 
 
 def read_runs(study: Study, main_seed: int, eval_main: Path, study_eval: Path) -> dict[str, list[Run]]:
@@ -68,6 +74,12 @@ def read_runs(study: Study, main_seed: int, eval_main: Path, study_eval: Path) -
             live = paths.live_for(paths.STUDY_MODELS / run_dir)
             found.append(read_run(name, seed, study_eval / run_dir, live))
         runs[name] = sorted(found, key=lambda r: r.seed)
+        differing = settings_differences(runs[name])
+        if differing:
+            raise DataError(
+                f"the runs of {name} were trained with different settings besides the seed "
+                f"({', '.join(differing[:5])}): retrain them alike (dvc repro) before comparing"
+            )
     return runs
 
 

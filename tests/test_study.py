@@ -99,3 +99,16 @@ def test_threads_are_shared_out() -> None:
     assert threads_per_run(3, cores=2) == 1
     assert threads_per_run(2, cores=8) == 4
     assert threads_per_run(1, cores=2) == 2
+
+
+def test_runs_of_a_configuration_must_differ_only_in_the_seed() -> None:
+    import numpy as np
+
+    from acsa.analysis.findings import Run, settings_differences
+
+    def run(seed: int, epochs: int, threads: int) -> Run:
+        config = {"train": {"seed": seed, "epochs": epochs, "threads": threads}, "model": {"use_local": True}}
+        return Run("full", seed, np.arange(4), {"fused": {}}, (), config)
+
+    assert settings_differences([run(0, 12, 2), run(1, 12, 1), run(2, 12, 1)]) == []  # seed, speed aside
+    assert settings_differences([run(0, 12, 1), run(1, 8, 1)]) == ["train.epochs"]

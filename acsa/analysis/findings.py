@@ -42,6 +42,7 @@ class Run:
     query_ids: np.ndarray  # [Q] identity of each test query
     per_query: dict[str, dict[str, np.ndarray]]  # score kind -> metric -> [Q] (percent)
     validation_curve: tuple[float, ...] = ()  # validation selection R@1 after each epoch
+    config: dict | None = None  # the configuration the run was trained with
 
     @property
     def final_kind(self) -> str:
@@ -180,6 +181,18 @@ def study_findings(study: Study, runs: dict[str, list[Run]]) -> dict[str, dict]:
         )
         for finding in study.findings
     }
+
+
+def settings_differences(runs: list[Run]) -> list[str]:
+    """Keys (dotted) in which the runs of one configuration were trained differently, their seeds and the
+    settings that only change speed aside: such runs are not repeats of one configuration."""
+    from acsa.training.resume import config_differences
+
+    known = [r for r in runs if r.config is not None]
+    differing: set[str] = set()
+    for run in known[1:]:
+        differing |= set(config_differences(known[0].config, run.config))
+    return sorted(differing - {"train.seed"})
 
 
 def missing_configurations(findings: tuple[Finding, ...], runs: dict[str, list[Run]]) -> list[str]:
