@@ -226,8 +226,17 @@ def _update(
             to_encode.append(file)
         elif indexed[file.path][:2] != file.key():
             to_encode.append(file)
-    report.changed = len([f for f in to_encode if f.path in indexed])
-    report.added = len(to_encode) - report.changed
+    has_faiss = manifest.get("global_index") is not None
+    if (
+        not drop
+        and not to_encode
+        and manifest.get("fusion_weight") == weight
+        and has_faiss == global_search.wanted(global_kind, report.kept)
+    ):  # up to date: nothing is written
+        report.rows = report.kept
+        report.global_search = "faiss" if has_faiss else "exact"
+        _log_skipped(report)
+        return report
 
     manifest = dict(manifest)
     manifest["generation"] = generation = manifest["generation"] + 1
@@ -259,7 +268,9 @@ def _update(
         commit,
         progress,
     )
-    report.rows = rows_before + encoded
+    report.rows = rows_before + len(encoded)
+    report.changed = sum(path in indexed for path in encoded)
+    report.added = len(encoded) - report.changed
     if report.rows == 0:
         raise SearchError(
             f"{out}: none of the {len(scan.files)} images could be read; the index is unchanged"
@@ -267,21 +278,27 @@ def _update(
     _global_index(out, manifest, global_kind, generation, report)
     commit()
     store.remove_unreferenced(out, manifest)
+    _log_skipped(report)
+    return report
+
+
+def _log_skipped(report: IndexReport) -> None:
     for path, reason in report.skipped:
         log.warning("skipped %s: %s", path, reason)
-    return report
 
 
 def _encode_files(
     out, model, root, files, batch_size, shard_size, generation, report, manifest, commit, progress
-) -> int:
-    """Decode and encode `files` in batches, writing a shard (and committing) every `shard_size` rows."""
+) -> list[str]:
+    """Decode and encode `files` in batches, writing a shard (and committing) every `shard_size` rows;
+    returns the paths encoded (the others are in report.skipped)."""
     pending: dict[str, list] = {"global": [], "tokens": [], "files": []}
-    written = shards_written = 0
+    written: list[str] = []
+    shards_written = 0
     started = time.perf_counter()
 
     def flush() -> None:
-        nonlocal written, shards_written
+        nonlocal shards_written
         if not pending["files"]:
             return
         name = f"shard-{generation:06d}-{shards_written:05d}.safetensors"
@@ -295,7 +312,7 @@ def _encode_files(
         )
         rows = len(pending["files"])
         manifest["shards"].append({"file": name, "rows": rows, "dropped": []})
-        written += rows
+        written.extend(f[0] for f in pending["files"])
         for value in pending.values():
             value.clear()
         commit()
