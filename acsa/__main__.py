@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
         default=100,
         help="global top candidates scored by ACSA's local branch (default 100)",
     )
+    search.add_argument(
+        "--nprobe", type=int, default=None, help="FAISS cells scanned (indexes with FAISS: recall vs speed)"
+    )
     search.add_argument("--model", type=Path, default=None, help="the index's model, if it has moved")
     search.add_argument("--fusion-weight", type=float, default=None, help="override the index's weight")
 
@@ -108,6 +111,10 @@ def _search(args: argparse.Namespace) -> None:
     if args.candidates < 1:
         raise _error("--candidates must be at least 1")
     index = SearchIndex.open(args.index, model=args.model, fusion_weight=args.fusion_weight)
+    if args.nprobe is not None:
+        if index.global_search.faiss_index is None:
+            raise _error(f"{args.index} searches exactly (no FAISS index): --nprobe does not apply")
+        index.global_search.nprobe = args.nprobe
     response = index.search(args.query, top_k=args.top_k, candidates=args.candidates)
     rows = [r.to_dict() for r in response.results]
     if args.format == "json":

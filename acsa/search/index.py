@@ -357,21 +357,6 @@ def _global_index(out: Path, manifest: dict, kind: str, generation: int, report:
         report.global_search = "exact"
         return
     if manifest.get("global_index") is None:
-        features = live_global_features(out, manifest)
-        index = global_search.build_faiss(features)
-        manifest["global_index"] = global_search.save_faiss(
-            index, out / f"global-{generation:06d}.safetensors"
-        )
-    report.global_search = f"faiss ivf, {manifest['global_index']['nlist']} cells"
-
-
-def live_global_features(out: Path, manifest: dict) -> np.ndarray:
-    """The global features of every live row, in index order: float32 [N, D] in memory."""
-    parts = []
-    for entry in manifest["shards"]:
-        shard = store.open_shard(out, entry, manifest["embed_dim"], len(manifest["token_names"]))
-        keep = np.setdiff1d(np.arange(entry["rows"]), np.asarray(entry.get("dropped", []), dtype=np.int64))
-        parts.append(np.asarray(shard.global_feats[keep], dtype=np.float32))
-    if not parts:
-        return np.zeros((0, manifest["embed_dim"]), dtype=np.float32)
-    return np.concatenate(parts)
+        global_search.build_global_index(out, manifest, generation)
+    info = manifest["global_index"]
+    report.global_search = f"faiss {info['factory']}, nprobe {info['nprobe']}"

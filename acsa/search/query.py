@@ -27,7 +27,6 @@ import torch
 
 from acsa.search import global_search, store
 from acsa.search.errors import SearchError
-from acsa.search.index import live_global_features
 from acsa.search.model_access import SearchModel, model_file
 
 log = logging.getLogger(__name__)
@@ -132,10 +131,13 @@ class SearchIndex:
         self._open_rows()
         self._lock = threading.Lock()  # one query at a time: the tokenizer is not thread-safe
         if manifest.get("global_index"):
-            index = global_search.load_faiss(self.path, manifest["global_index"], len(self.keys))
-            self.global_search = global_search.GlobalSearch(faiss_index=index)
+            info = manifest["global_index"]
+            index = global_search.load_faiss(self.path, info, len(self.keys))
+            self.global_search = global_search.GlobalSearch(
+                faiss_index=index, features_of=self.global_features, refine=info.get("refine", 400)
+            )
         else:
-            features = torch.from_numpy(live_global_features(self.path, manifest))
+            features = torch.from_numpy(store.live_global_features(self.path, manifest))
             self.global_search = global_search.GlobalSearch(features=features)
 
     @classmethod
@@ -172,21 +174,25 @@ class SearchIndex:
     def token_layout(self) -> list[dict]:
         return self.manifest.get("token_layout") or self.model.token_layout
 
-    def tokens(self, rows: torch.Tensor) -> torch.Tensor:
-        """Image tokens of index rows [n] -> float32 [n, R, D] (read from the memory-mapped shards)."""
-        rows_np = rows.numpy()
-        out = (
-            np.empty((len(rows_np), *self.shards[0].tokens.shape[1:]), dtype=np.float32)
-            if self.shards
-            else None
-        )
-        shard_of = self.row_shard[rows_np]
+    def _gather(self, rows: np.ndarray, field: str) -> np.ndarray:
+        """Rows [n] of one memory-mapped shard array ("tokens" or "global_feats") -> float32 [n, ...]."""
+        shape = getattr(self.shards[0], field).shape[1:] if self.shards else ()
+        out = np.empty((len(rows), *shape), dtype=np.float32)
+        shard_of = self.row_shard[rows]
         for position in np.unique(shard_of):
             where = np.flatnonzero(shard_of == position)
-            offsets = self.row_offset[rows_np[where]]
+            offsets = self.row_offset[rows[where]]
             order = np.argsort(offsets)  # ascending reads from the mapped file
-            out[where[order]] = self.shards[position].tokens[offsets[order]]
-        return torch.from_numpy(out)
+            out[where[order]] = getattr(self.shards[position], field)[offsets[order]]
+        return out
+
+    def tokens(self, rows: torch.Tensor) -> torch.Tensor:
+        """Image tokens of index rows [n] -> float32 [n, R, D] (read from the memory-mapped shards)."""
+        return torch.from_numpy(self._gather(rows.numpy(), "tokens"))
+
+    def global_features(self, rows: np.ndarray) -> np.ndarray:
+        """L2-normalised global features of index rows [n] -> float32 [n, D]."""
+        return self._gather(np.asarray(rows), "global_feats")
 
     def search(
         self,

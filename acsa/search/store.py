@@ -242,3 +242,15 @@ def open_shard(folder: Path, entry: dict, embed_dim: int, num_tokens: int) -> Sh
     ):
         raise SearchError(f"{path}: corrupt index shard (shapes do not match {MANIFEST})")
     return Shard(entry["file"], global_feats, tokens, files)
+
+
+def live_global_features(out: Path, manifest: dict) -> np.ndarray:
+    """The global features of every live row, in index order: float32 [N, D] in memory."""
+    parts = []
+    for entry in manifest["shards"]:
+        shard = open_shard(out, entry, manifest["embed_dim"], len(manifest["token_names"]))
+        keep = np.setdiff1d(np.arange(entry["rows"]), np.asarray(entry.get("dropped", []), dtype=np.int64))
+        parts.append(np.asarray(shard.global_feats[keep], dtype=np.float32))
+    if not parts:
+        return np.zeros((0, manifest["embed_dim"]), dtype=np.float32)
+    return np.concatenate(parts)
