@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _index(args: argparse.Namespace) -> None:
-    from acsa.search import build_index
+    from acsa.search.api import build_index
 
     report = build_index(
         args.model,
@@ -103,7 +103,7 @@ def _index(args: argparse.Namespace) -> None:
 
 
 def _search(args: argparse.Namespace) -> None:
-    from acsa.search import SearchIndex
+    from acsa.search.api import SearchIndex
     from acsa.search.query import check_query, check_top_k
 
     check_query(args.query)  # before loading anything
@@ -138,7 +138,7 @@ def _search(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from acsa.search import SearchIndex
+    from acsa.search.api import SearchIndex
     from acsa.search.server import create_app
 
     index = SearchIndex.open(args.index, model=args.model)
@@ -150,7 +150,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _error(message: str):
-    from acsa.search.errors import SearchError
+    from acsa.errors import SearchError
 
     return SearchError(message)
 

@@ -96,7 +96,7 @@ def gallery(work: Path, ids: int, fresh: bool) -> tuple[Path, list[str]]:
 
 
 def section_build(args, images: Path) -> dict[str, Any]:
-    from acsa.search import build_index
+    from acsa.search.api import build_index
 
     out = args.work / f"index-{args.gallery_ids}"
     shutil.rmtree(out, ignore_errors=True)
@@ -116,7 +116,7 @@ def section_build(args, images: Path) -> dict[str, Any]:
 
 
 def section_query(args, captions: list[str]) -> dict[str, Any]:
-    from acsa.search import SearchIndex
+    from acsa.search.api import SearchIndex
 
     index = SearchIndex.open(args.work / f"index-{args.gallery_ids}")
     index.model.warm_up()
@@ -360,7 +360,8 @@ def scale_worker(args) -> dict[str, Any]:
     """In a fresh process: open the million-image index, time real queries, measure recall, peak RSS."""
     import resource
 
-    from acsa.search import SearchIndex, store
+    from acsa.search import store
+    from acsa.search.api import SearchIndex
 
     out = Path(args.scale_index)
     started = time.perf_counter()
@@ -461,8 +462,8 @@ def section_scale(args, captions: list[str]) -> dict[str, Any]:
 
 
 def section_fp16(args) -> dict[str, Any]:
-    from acsa.data.dataset import load_prepared
-    from acsa.search import SearchIndex, build_index
+    from acsa.data.prepared import load_prepared
+    from acsa.search.api import SearchIndex, build_index
 
     split = load_prepared(args.prepared).split("test")
     lists = {}

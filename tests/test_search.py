@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from acsa.__main__ import cli
-from acsa.search import SearchError, SearchIndex, build_index, store
+from acsa.search import store
+from acsa.search.api import SearchError, SearchIndex, build_index
 
 REPO = Path(__file__).resolve().parents[1]
 

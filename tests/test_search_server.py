@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from acsa.search import SearchIndex, build_index
+from acsa.search.api import SearchIndex, build_index
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

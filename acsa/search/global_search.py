@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acsa.errors import SearchError
 from acsa.search import store
-from acsa.search.errors import SearchError
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from acsa.data.types import DataError
+from acsa.errors import DataError, SearchError
 from acsa.search import global_search, store
-from acsa.search.errors import SearchError
 from acsa.search.model_access import SearchModel
 from acsa.search.scan import IMAGE_SUFFIXES, ImageFile, Scan, scan_folder, scan_paths
 
@@ -74,7 +73,7 @@ def _source(images: Path | None, prepared: Path | None, split: str | None) -> Sc
         scan = scan_folder(images)
         where = str(images)
     else:
-        from acsa.data.dataset import load_prepared
+        from acsa.data.prepared import load_prepared
 
         try:
             prepared_data = load_prepared(prepared)

@@ -21,18 +21,20 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from acsa.checkpoint import load_checkpoint
-from acsa.config import Params, params_from_dict
-from acsa.data.dataset import to_model_input
+from acsa import paths
+from acsa.analysis.explanations import token_layout
+from acsa.config import Params, params_to_dict
+from acsa.data.image_tables import to_model_input
 from acsa.data.images import load_image
 from acsa.data.phrases import extract_noun_phrases
-from acsa.encoders import TextEncoder, token_layout
-from acsa.model import ACSA
-from acsa.search.errors import SearchError
+from acsa.errors import SearchError
+from acsa.model.acsa import ACSA
+from acsa.model.text_encoder import TextEncoder
+from acsa.storage.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.safetensors"
+MODEL_FILE = paths.MODEL_FILE
 PHRASE_CACHE_SIZE = 10_000  # phrases (10k x 384 floats = 15 MB for MiniLM)
 
 
@@ -76,21 +78,14 @@ class SearchModel:
                 f"{model}: no trained model there ({MODEL_FILE} not found; train one: dvc repro)"
             )
         self.sha256 = model_identity(self.path)
-        checkpoint = load_checkpoint(self.path)
-        meta = checkpoint.meta
-        self.config: dict = meta["config"]
-        self.params: Params = params_from_dict(self.config)
-        self.summary: dict = meta.get("summary", {})
         self.device = torch.device(device)
-        # as acsa.evaluate.load_model: the checkpoint holds every weight, no pretrained file is read
-        self.model = ACSA(
-            self.params,
-            num_classes=meta["num_classes"],
-            text_hidden_size=meta["text_hidden_size"],
-            pretrained=False,
-        )
-        self.model.load_state_dict(checkpoint.model_state)
-        self.model.eval().to(self.device)
+        self.model = ACSA.from_checkpoint(self.path).to(self.device)  # eval mode, no pretrained file read
+        self.params: Params = self.model.params
+        self.config: dict = params_to_dict(self.params)
+        summary = getattr(self.model, "summary", None)
+        if summary is None:  # the training summary (fusion weight) is in the checkpoint's meta
+            summary = load_checkpoint(self.path).meta.get("summary", {})
+        self.summary: dict = summary
         self._text_encoder: TextEncoder | None = None
         self._tokenizer = None
         # pooled hidden state [H] of each phrase seen, most recent last: phrases recur across queries
@@ -156,7 +151,7 @@ class SearchModel:
 
     def _tokenize(self, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self._tokenizer is None:
-            from acsa.tokenize import load_tokenizer
+            from acsa.data.tokenize import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.params.text.encoder)
         # padded to the longest text only (as embed_text cuts each batch): mean pooling ignores the padding

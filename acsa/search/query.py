@@ -1,6 +1,6 @@
 """`acsa search` and the Python API: a plain-English query -> the index's best images, with ACSA's evidence.
 
-    from acsa.search import SearchIndex
+    from acsa.search.api import SearchIndex
     index = SearchIndex.open("my_index")                 # the model named by the index, loaded once
     response = index.search("a woman in a red coat carrying a black backpack", top_k=10)
     for result in response.results:
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acsa.errors import SearchError
 from acsa.search import global_search, store
-from acsa.search.errors import SearchError
 from acsa.search.model_access import SearchModel, model_file
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acsa.search.errors import SearchError
+from acsa.errors import SearchError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 

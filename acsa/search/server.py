@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 
-from acsa.search.errors import SearchError
+from acsa.errors import SearchError
 from acsa.search.query import DEFAULT_TOP_K, SearchIndex
 
 log = logging.getLogger(__name__)

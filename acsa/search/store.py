@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from acsa.search.errors import SearchError
+from acsa.errors import SearchError
 
 FORMAT = "acsa-search-index"
 VERSION = 1
