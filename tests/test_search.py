@@ -17,19 +17,23 @@ import pytest
 import torch
 
 from acsa.__main__ import cli
+from acsa.data.prepared import load_prepared
 from acsa.search import store
 from acsa.search.api import SearchError, SearchIndex, build_index
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def test_split(smoke_run: Path) -> dict:
+    return load_prepared(smoke_run / "prepared").split("test")
+
+
 def test_images(smoke_run: Path) -> list[Path]:
-    split = json.loads((smoke_run / "prepared" / "splits.json").read_text())
-    root = smoke_run / "prepared" / split["image_root"]
-    return [root / p for p in split["test"]["image_paths"]]
+    root = load_prepared(smoke_run / "prepared").image_root("test")
+    return [root / p for p in test_split(smoke_run)["image_paths"]]
 
 
-test_images.__test__ = False  # a helper, not a test
+test_images.__test__ = test_split.__test__ = False  # helpers, not tests
 
 
 def folder_of_images(smoke_run: Path, folder: Path, copies: int = 1) -> list[Path]:
@@ -62,11 +66,11 @@ def test_index(smoke_run: Path, tmp_path_factory) -> Path:
 
 
 def test_search_ranks_like_the_evaluation_and_finds_the_own_identity(smoke_run: Path, test_index: Path):
-    """With every image a candidate, the tool's fused ranking is the evaluate stage's, under the weight the
-    evaluate stage chose on validation; and the captions' own identities rank near the top."""
+    """With every image a candidate, the tool's fused ranking is the evaluate stage's, under the weight
+    training chose on validation; and the captions' own identities rank near the top."""
     metrics = json.loads((smoke_run / "eval" / "metrics.json").read_text())
     rankings = json.loads((smoke_run / "eval" / "rankings.json").read_text())
-    split = json.loads((smoke_run / "prepared" / "splits.json").read_text())["test"]
+    split = test_split(smoke_run)
     index = SearchIndex.open(test_index)
     assert index.fusion_weight == metrics["fusion_weight"]
     identity = dict(zip(split["image_paths"], split["image_ids"], strict=True))

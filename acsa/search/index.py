@@ -75,12 +75,15 @@ def _source(images: Path | None, prepared: Path | None, split: str | None) -> Sc
     else:
         from acsa.data.prepared import load_prepared
 
+        name = split or "test"
         try:
             prepared_data = load_prepared(prepared)
-            paths = prepared_data.split(split or "test")["image_paths"]
+            records = prepared_data.split(name)
+            image_root = prepared_data.image_root(name)
         except (OSError, KeyError, ValueError) as err:
             raise SearchError(f"{prepared}: {store.one_line(err)}") from None
-        scan = scan_paths(prepared_data.image_root, paths)
+        # evaluation splits list each image once (image_paths); the train split lists its images (images)
+        scan = scan_paths(image_root, records.get("image_paths") or records.get("images") or [])
         where = f"{prepared} split {split or 'test'}"
     if not scan.files:
         others = sum(scan.ignored.values())
@@ -115,13 +118,14 @@ def _check_compatible(
 def _fusion_weight(model: SearchModel, override: float | None) -> tuple[float, str]:
     if override is not None:
         return float(override), "--fusion-weight"
-    weight = model.validation_fusion_weight
+    weight, source = model.chosen_fusion_weight
     if weight is None:
         raise SearchError(
-            f"{model.path}: no fusion weight chosen on validation in the model (trained without a validation "
-            "split, or by an older acsa): pass --fusion-weight W (or retrain: dvc repro train)"
+            f"{model.path}: the model records no fusion weight (trained by an older acsa): "
+            "pass --fusion-weight W, or retrain it (dvc repro train)"
         )
-    source = "validation" if model.uses_local else "global-only model"
+    if source != "val":
+        log.warning("%s: fusion weight %g was not chosen on validation (%s)", model.path, weight, source)
     return weight, source
 
 

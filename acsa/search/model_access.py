@@ -116,12 +116,13 @@ class SearchModel:
         return self.params.image.height, self.params.image.width
 
     @property
-    def validation_fusion_weight(self) -> float | None:
-        """The fusion weight chosen on the validation split at the best epoch (train summary), if known."""
+    def chosen_fusion_weight(self) -> tuple[float | None, str]:
+        """(the fusion weight training chose, on what): on the validation split at the chosen epoch, or a
+        fixed weight for a model trained without one; None for a model whose file does not record it."""
         if not self.uses_local:
-            return 0.0  # no local score: the fused score is the global one
-        weight = self.summary.get("best_val_fusion_weight")
-        return None if weight is None else float(weight)
+            return 0.0, "global-only model"  # no local score: the fused score is the global one
+        weight = self.summary.get("fusion_weight")
+        return (None if weight is None else float(weight)), str(self.summary.get("chosen_on", "unknown"))
 
     def describe(self) -> dict:
         return {"path": str(self.path.resolve()), "sha256": self.sha256, "config": self.config}
