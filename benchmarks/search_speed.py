@@ -421,7 +421,7 @@ def exact_top(out: Path, manifest: dict, queries: torch.Tensor, k: int) -> torch
     offset = 0
     for entry in manifest["shards"]:
         shard = store.open_shard(out, entry, manifest["embed_dim"], len(manifest["token_names"]))
-        scores = queries @ torch.from_numpy(np.array(shard.global_feats)).T  # [Q, n]
+        scores = queries @ torch.from_numpy(shard.global_feats.read()).T  # [Q, n]
         values = torch.cat([best_values, scores], dim=1)
         rows = torch.cat(
             [best_rows, torch.arange(offset, offset + entry["rows"]).expand(len(queries), -1)], 1
@@ -591,6 +591,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request of the load test
     torch.set_num_threads(args.threads)
     if args.worker_result:
         write_json(args.worker_result, scale_worker(args))

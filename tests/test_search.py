@@ -362,3 +362,17 @@ def test_float16_tokens_keep_the_ranking_of_this_index(smoke_run: Path, test_ind
         assert a[key].local == pytest.approx(b[key].local, abs=2e-3)
     with pytest.raises(SearchError, match="stores float16 image tokens"):
         build_index(smoke_run / "model", half, prepared=smoke_run / "prepared", token_dtype="float32")
+
+
+def test_stored_rows_read_in_any_order_equal_the_written_tensor(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    global_feats = rng.standard_normal((50, 8)).astype(np.float32)
+    tokens = rng.standard_normal((50, 3, 8)).astype(np.float32)
+    files = [[f"{i}.png", i, i] for i in range(50)]
+    store.write_shard(tmp_path / "shard-000001-00000.safetensors", global_feats, tokens, files, "float16")
+    shard = store.open_shard(tmp_path, {"file": "shard-000001-00000.safetensors", "rows": 50}, 8, 3)
+    index = np.array([7, 3, 4, 5, 49, 0, 3, 48])  # runs, a repeat, both ends
+    np.testing.assert_array_equal(shard.global_feats.rows(index), global_feats[index])
+    np.testing.assert_array_equal(shard.tokens.rows(index), tokens[index].astype(np.float16))
+    np.testing.assert_array_equal(shard.tokens.read(), tokens.astype(np.float16))
+    assert shard.files == files

@@ -106,7 +106,7 @@ def load_faiss(folder: Path, info: dict, rows: int):
     path = Path(folder) / info["file"]
     if not path.is_file():
         raise SearchError(f"{path}: missing FAISS index (named by the manifest); rerun `acsa index`")
-    blob = np.array(store.map_tensor(path, "faiss"))  # a copy in memory: FAISS parses it
+    blob = store.StoredTensor(path, "faiss").read()  # in memory: FAISS parses it
     if hashlib.sha256(blob.tobytes()).hexdigest() != info["sha256"]:
         raise SearchError(f"{path}: corrupt FAISS index (checksum differs); rerun `acsa index`")
     index = faiss.deserialize_index(blob)

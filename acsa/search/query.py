@@ -105,7 +105,8 @@ class SearchResponse:
 
 
 class SearchIndex:
-    """An index opened for queries: its shards memory-mapped, its model loaded once."""
+    """An index opened for queries: its shards left on disk (candidates' rows read per query), its model
+    loaded once."""
 
     def __init__(self, path: Path, model: Path | None = None, fusion_weight: float | None = None) -> None:
         self.path = Path(path)
@@ -175,19 +176,18 @@ class SearchIndex:
         return self.manifest.get("token_layout") or self.model.token_layout
 
     def _gather(self, rows: np.ndarray, field: str) -> np.ndarray:
-        """Rows [n] of one memory-mapped shard array ("tokens" or "global_feats") -> float32 [n, ...]."""
-        shape = getattr(self.shards[0], field).shape[1:] if self.shards else ()
+        """Rows [n] of a shard tensor ("tokens" or "global_feats"), from whichever shards hold them ->
+        float32 [n, ...] in the order of `rows`."""
+        shape = getattr(self.shards[0], field).row_shape if self.shards else ()
         out = np.empty((len(rows), *shape), dtype=np.float32)
         shard_of = self.row_shard[rows]
         for position in np.unique(shard_of):
             where = np.flatnonzero(shard_of == position)
-            offsets = self.row_offset[rows[where]]
-            order = np.argsort(offsets)  # ascending reads from the mapped file
-            out[where[order]] = getattr(self.shards[position], field)[offsets[order]]
+            out[where] = getattr(self.shards[position], field).rows(self.row_offset[rows[where]])
         return out
 
     def tokens(self, rows: torch.Tensor) -> torch.Tensor:
-        """Image tokens of index rows [n] -> float32 [n, R, D] (read from the memory-mapped shards)."""
+        """Image tokens of index rows [n] -> float32 [n, R, D] (read from the shards on disk)."""
         return torch.from_numpy(self._gather(rows.numpy(), "tokens"))
 
     def global_features(self, rows: np.ndarray) -> np.ndarray:
