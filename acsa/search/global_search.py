@@ -9,7 +9,7 @@ features in the shards, pick the top n. So the global scores of the candidates a
 images become candidates can differ from exact search: recall@100 against exact search is measured by
 benchmarks/search_speed.py. On the benchmark's synthesised features (identity prototypes drowned in noise
 twice their norm, as benchmarks/scaling.py's problems) neighbours hardly cluster, and recall@100 >= 0.95
-needs about 60% of the cells probed: `NPROBE_SHARE`. Features of a trained model cluster far more:
+needs about 60% of the cells probed (`NPROBE_SHARE` adds a margin). Trained features cluster far more:
 lower `nprobe` (`acsa search --nprobe`) after measuring recall on them.
 
 The FAISS index is stored in a safetensors file as the bytes of `faiss.serialize_index`, with their SHA-256
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 EXACT_LIMIT = 200_000  # images; above this `--global-search auto` builds a FAISS index
 KINDS = ("auto", "exact", "faiss")
-NPROBE_SHARE = 0.6  # cells probed: recall@100 0.966 on the synthesised million (BENCHMARKS.md)
+NPROBE_SHARE = 0.65  # cells probed: recall@100 0.966 at 60% on the synthesised million (BENCHMARKS.md)
 REFINE = 400  # approximate candidates re-scored exactly (at least 4 x the candidates asked for)
 _BLOCK = 65536  # rows added to FAISS at a time
 
