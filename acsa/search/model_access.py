@@ -29,6 +29,7 @@ from acsa.data.images import load_image
 from acsa.data.phrases import extract_noun_phrases
 from acsa.errors import SearchError
 from acsa.model.acsa import ACSA
+from acsa.model.features import ImageFeatures, TextFeatures
 from acsa.model.text_encoder import TextEncoder
 from acsa.storage.checkpoint import load_checkpoint
 
@@ -221,21 +222,30 @@ class SearchModel:
 
     @torch.inference_mode()
     def local_scores(self, query: EncodedQuery, image_tokens: torch.Tensor) -> torch.Tensor:
-        """ACSA's exact local score S(i, t) of the query against each candidate: tokens [k, R, D] -> [k]."""
+        """ACSA's exact local score of the query against each candidate, in the direction the model scores
+        with (`model.attention`): tokens [k, R, D] -> [k]."""
         if not self.uses_local:
             raise SearchError("this model has no local branch (model.use_local: false)")
         tokens = image_tokens.to(self.device, torch.float32)
-        scores = self.model.cross_attention.pairwise_local_similarity(
-            tokens, query.phrase_tokens, query.phrase_mask
-        )  # [1, k]
-        return scores[0].float().cpu()
+        images = ImageFeatures(global_feat=tokens.new_zeros(len(tokens), self.embed_dim), tokens=tokens)
+        text = TextFeatures(
+            global_feat=query.global_feat[None].to(self.device),
+            phrase_tokens=query.phrase_tokens,
+            phrase_mask=query.phrase_mask,
+        )
+        return self.model.local_similarity(text, images)[0].float().cpu()  # [1, k] -> [k]
 
     @torch.inference_mode()
     def attention(self, query: EncodedQuery, image_tokens: torch.Tensor) -> torch.Tensor:
-        """a[r, p] of each candidate's tokens over the query's real phrases (softmax over phrases, method.md
-        §3): tokens [k, R, D] -> [k, R, P_real]."""
+        """The attention between each candidate's tokens and the query's real phrases (method.md §3):
+        tokens [k, R, D] -> [k, R, P_real]. Image tokens querying phrases (the default): a[r, p], a softmax
+        over the phrases; phrases querying tokens (`model.attention: phrase_queries`): a'[p, r] transposed,
+        a softmax over the tokens."""
         real = len(query.phrases)
+        reverse = self.model.scoring_direction == "phrase_queries"
         attend = self.model.cross_attention.attention_weights
         tokens = image_tokens.to(self.device, torch.float32)
-        maps = [attend(t, query.phrase_tokens[0], query.phrase_mask[0])[:, :real] for t in tokens]
+        maps = [
+            attend(t, query.phrase_tokens[0], query.phrase_mask[0], reverse=reverse)[:, :real] for t in tokens
+        ]
         return torch.stack(maps).float().cpu() if maps else tokens.new_zeros(0, tokens.shape[1], real)
