@@ -18,6 +18,7 @@ import torch
 
 from acsa.__main__ import cli
 from acsa.data.prepared import load_prepared
+from acsa.model.features import TextFeatures
 from acsa.search import store
 from acsa.search.api import SearchError, SearchIndex, build_index
 
@@ -376,3 +377,37 @@ def test_stored_rows_read_in_any_order_equal_the_written_tensor(tmp_path: Path):
     np.testing.assert_array_equal(shard.tokens.rows(index), tokens[index].astype(np.float16))
     np.testing.assert_array_equal(shard.tokens.read(), tokens.astype(np.float16))
     assert shard.files == files
+
+
+@pytest.mark.parametrize("direction", ["image_queries", "phrase_queries"])
+def test_local_scores_follow_the_models_attention_direction(smoke_run: Path, tmp_path: Path, direction: str):
+    """A model scoring with phrases querying image tokens (model.attention: phrase_queries) is searched in
+    that direction: the tool's local scores equal the model's own, computed from scratch on the images."""
+    from acsa.config import load_params
+    from acsa.data.image_tables import to_model_input
+    from acsa.model.acsa import ACSA
+    from acsa.search.model_access import SearchModel
+
+    params = load_params(REPO / "params.yaml", overrides=[f"model.attention={direction}"])
+    torch.manual_seed(0)
+    model = ACSA(params, num_classes=4, text_hidden_size=384, pretrained=False).eval()
+    (tmp_path / "model").mkdir()
+    model.save(tmp_path / "model" / "model.safetensors", {"fusion_weight": 1.0, "chosen_on": "val"})
+    folder = tmp_path / "photos"
+    folder_of_images(smoke_run, folder)
+    index = SearchIndex.open(_fresh(tmp_path / "model", folder, tmp_path / "index"))
+    response = index.search("a man in a red shirt with a black backpack", top_k=8)
+    searched = SearchModel(tmp_path / "model")
+    query = searched.encode_query(response.query)
+    paths = [folder / r.key for r in response.results]
+    with torch.no_grad():
+        images = searched.model.encode_image(
+            to_model_input(torch.stack([searched.load_image(p) for p in paths]))
+        )
+        text = TextFeatures(query.global_feat[None], query.phrase_tokens, query.phrase_mask)
+        want = searched.model.local_similarity(text, images, direction=direction)[0]
+        other = "image_queries" if direction == "phrase_queries" else "phrase_queries"
+        reverse = searched.model.local_similarity(text, images, direction=other)[0]
+    got = torch.tensor([r.local for r in response.results])
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert not torch.allclose(got, reverse, atol=1e-3)  # the directions differ: the test can tell them apart
