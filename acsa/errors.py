@@ -19,6 +19,11 @@ class CheckpointError(ValueError):
     """A file that is not a readable checkpoint of this format; the message is one line naming the path."""
 
 
+class SearchError(ValueError):
+    """Bad input to the search tool (acsa.search): a query, an index, a folder of images, a model. One line
+    naming it; exit status 2 on the command line, HTTP 400/404 with a JSON body from the server."""
+
+
 class NotebookError(RuntimeError):
     """A cell of a report notebook failed; the message names the cell and the error."""
 
@@ -41,6 +46,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     DataError,
     CheckpointError,
+    SearchError,
     NotebookError,
     OSError,
 )

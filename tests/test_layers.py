@@ -27,9 +27,20 @@ LAYERS = {
     "acsa.training": 5,
     "acsa.analysis": 6,
     "acsa.reports": 6,
+    "acsa.search": 6,  # the search tool: above model, scoring and data, beside the reports that use it
 }
-# acsa/<stage>.py: layer 7
-STAGES = ("prepare", "embed_text", "train", "evaluate", "findings", "explain", "reference_points", "report")
+# acsa/<stage>.py: layer 7; __main__ is the `acsa` command (index, search, serve), a leaf like the stages
+STAGES = (
+    "prepare",
+    "embed_text",
+    "train",
+    "evaluate",
+    "findings",
+    "explain",
+    "reference_points",
+    "report",
+    "__main__",
+)
 STAGE_LAYER = 7
 
 

@@ -1,0 +1,300 @@
+"""The index on disk: immutable shards (safetensors) named by one manifest (JSON). Never a pickle.
+
+    INDEX/manifest.json                 what the index is: model identity, fusion weight, image root, the
+                                        shards in order (with rows dropped since), the global-search file
+    INDEX/shard-GGGGGG-SSSSS.safetensors `global` float32 [n, D] (L2-normalised), `tokens` [n, R, D] (float32,
+                                        or float16 with --token-dtype float16);
+                                        metadata `files`: JSON [[path, size, mtime_ns], ...] per row
+    INDEX/global-GGGGGG.safetensors     `faiss` uint8: a serialised FAISS index over the live rows, in order
+    INDEX/.lock                         held (flock) by the one process writing the index
+
+Crash safety: a file is written under a temporary name, flushed to disk and renamed; the manifest is replaced
+the same way, and only after every file it names is in place. Files are never modified after the rename.
+So at any moment the manifest names complete files, and a killed writer leaves the previous (or a newer,
+partial but consistent) index; its orphaned files are removed by the next writer.
+
+Shards stay on disk: opening an index reads their headers, and a query reads its candidates' rows with
+pread (StoredTensor), through the operating system's page cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from acsa.errors import SearchError
+
+FORMAT = "acsa-search-index"
+VERSION = 1
+MANIFEST = "manifest.json"
+LOCK = ".lock"
+SHARD_FORMAT = "acsa-search-shard"
+_DTYPES = {"F32": np.float32, "F16": np.float16, "U8": np.uint8}
+TOKEN_DTYPES = {"float32": np.float32, "float16": np.float16}
+_OWN_FILE = re.compile(r"(shard-\d{6}-\d{5}|global-\d{6})\.safetensors|\..*\.tmp")
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+# ---- writing ----------------------------------------------------------------------------------------------
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success flush it and rename it over `path`."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what a plain open() would give
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def write_shard(
+    path: Path,
+    global_feats: np.ndarray,
+    tokens: np.ndarray,
+    files: list[tuple[str, int, int]],
+    token_dtype: str = "float32",
+) -> None:
+    """One shard: global [n, D] float32, tokens [n, R, D] stored as `token_dtype`, and each row's file."""
+    if not (len(global_feats) == len(tokens) == len(files)):
+        raise ValueError("a shard needs one global feature, one token set and one file per row")
+    tensors = {
+        "global": np.ascontiguousarray(global_feats, dtype=np.float32),
+        "tokens": np.ascontiguousarray(tokens, dtype=TOKEN_DTYPES[token_dtype]),
+    }
+    metadata = {"acsa.format": SHARD_FORMAT, "files": json.dumps([list(f) for f in files])}
+    with _atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def write_blob(path: Path, name: str, blob: np.ndarray, metadata: dict[str, str]) -> None:
+    with _atomic_path(path) as tmp:
+        save_file({name: np.ascontiguousarray(blob)}, str(tmp), metadata=metadata)
+
+
+def write_manifest(folder: Path, manifest: dict) -> None:
+    with _atomic_path(Path(folder) / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1))
+
+
+def remove_unreferenced(folder: Path, manifest: dict | None) -> list[str]:
+    """Delete this tool's files that `manifest` does not name (orphans of a killed or older run)."""
+    keep = set()
+    if manifest is not None:
+        keep = {shard["file"] for shard in manifest["shards"]}
+        if manifest.get("global_index"):
+            keep.add(manifest["global_index"]["file"])
+    removed = []
+    for path in Path(folder).iterdir():
+        if path.is_file() and _OWN_FILE.fullmatch(path.name) and path.name not in keep:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+@contextlib.contextmanager
+def writer_lock(folder: Path) -> Iterator[None]:
+    """Hold INDEX/.lock: a second writer fails at once; the lock dies with its process (even on SIGKILL)."""
+    import fcntl
+
+    with open(Path(folder) / LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SearchError(
+                f"{folder}: another `acsa index` is writing this index (it holds .lock)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ---- reading ----------------------------------------------------------------------------------------------
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of an index folder; a missing or foreign one is a SearchError naming the path."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise SearchError(f"{folder}: no index there (not a folder; build one with `acsa index`)")
+    if not path.is_file():
+        raise SearchError(f"{folder}: no index there ({MANIFEST} not found; build one with `acsa index`)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SearchError(f"{path}: corrupt index manifest ({one_line(err)})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise SearchError(f"{path}: not an acsa search index manifest")
+    if manifest.get("version") != VERSION:
+        raise SearchError(
+            f"{path}: index format version {manifest.get('version')!r}, this acsa reads {VERSION}: rebuild it"
+        )
+    required = ("model", "shards", "embed_dim", "token_names", "token_dtype", "images", "generation")
+    missing = [key for key in required if key not in manifest]
+    if missing:
+        raise SearchError(f"{path}: corrupt index manifest (missing {', '.join(missing)})")
+    return manifest
+
+
+def _header(path: Path) -> tuple[dict[str, Any], int, int]:
+    """(safetensors header, data start, file size); truncated or foreign files are SearchErrors."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if length < 2 or 8 + length > size:
+                raise SearchError(f"{path}: corrupt index file (truncated header, {size} bytes)")
+            header = json.loads(f.read(length))
+    except SearchError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise SearchError(f"{path}: unreadable index file ({one_line(err)})") from None
+    if not isinstance(header, dict):
+        raise SearchError(f"{path}: corrupt index file (header is not an object)")
+    return header, 8 + length, size
+
+
+class StoredTensor:
+    """Tensor `name` of a safetensors file, left on disk: `rows(index)` reads rows with pread (through the
+    page cache) and `read()` all of it. Nothing is mapped into memory: with a memory map, every row read
+    also mapped its neighbouring pages (the kernel's fault-around), and a million-image index's resident
+    memory grew by about 17 MB per query."""
+
+    def __init__(self, path: Path, name: str) -> None:
+        header, start, size = _header(path)
+        info = header.get(name)
+        try:
+            self.dtype = np.dtype(_DTYPES[info["dtype"]])
+            self.shape = tuple(int(n) for n in info["shape"])
+            begin, end = (int(n) for n in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise SearchError(f"{path}: corrupt index file (no readable tensor {name!r})") from None
+        if (
+            end - begin != int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+            or start + end > size
+        ):
+            raise SearchError(f"{path}: corrupt index file (tensor {name!r} truncated or mis-sized)")
+        self.path = path
+        self.offset = start + begin
+        self.row_shape = self.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self._fd = os.open(path, os.O_RDONLY)
+        self._close = weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _pread(self, first: int, count: int) -> np.ndarray:
+        size = count * self.row_bytes
+        data = os.pread(self._fd, size, self.offset + first * self.row_bytes)
+        if len(data) != size:
+            raise SearchError(f"{self.path}: index file shorter than its header says (changed on disk?)")
+        return np.frombuffer(data, dtype=self.dtype).reshape(count, *self.row_shape)
+
+    def read(self) -> np.ndarray:
+        """The whole tensor, in memory."""
+        if not self.shape or self.shape[0] == 0:
+            return np.zeros(self.shape, dtype=self.dtype)
+        return self._pread(0, self.shape[0]).copy()
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """Rows `index` [n] (any order) -> [n, ...] in that order; one read per run of consecutive rows."""
+        index = np.asarray(index, dtype=np.int64)
+        out = np.empty((len(index), *self.row_shape), dtype=self.dtype)
+        if len(index) == 0:
+            return out
+        order = np.argsort(index, kind="stable")
+        ordered = index[order]
+        if ordered[0] < 0 or ordered[-1] >= self.shape[0]:
+            raise IndexError(f"{self.path}: row out of range")
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1  # starts of runs of consecutive rows
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(ordered)], strict=True):
+            block = self._pread(int(ordered[lo]), int(ordered[hi - 1] - ordered[lo] + 1))
+            out[order[lo:hi]] = block
+        return out
+
+
+def file_metadata(path: Path) -> dict[str, str]:
+    metadata = _header(path)[0].get("__metadata__") or {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+@dataclass
+class Shard:
+    """One shard, on disk."""
+
+    name: str
+    global_feats: StoredTensor  # [n, D] float32
+    tokens: StoredTensor  # [n, R, D] float32 or float16
+    files: list[list]  # per row [path, size, mtime_ns]
+
+
+def open_shard(folder: Path, entry: dict, embed_dim: int, num_tokens: int) -> Shard:
+    path = Path(folder) / entry["file"]
+    if not path.is_file():
+        raise SearchError(f"{path}: missing index shard (named by {MANIFEST}); rebuild with `acsa index`")
+    metadata = file_metadata(path)
+    if metadata.get("acsa.format") != SHARD_FORMAT:
+        raise SearchError(f"{path}: not an acsa index shard")
+    try:
+        files = json.loads(metadata["files"])
+    except (KeyError, ValueError):
+        raise SearchError(f"{path}: corrupt index shard (file list unreadable)") from None
+    global_feats = StoredTensor(path, "global")
+    tokens = StoredTensor(path, "tokens")
+    rows = entry["rows"]
+    if (
+        global_feats.shape != (rows, embed_dim)
+        or tokens.shape != (rows, num_tokens, embed_dim)
+        or not isinstance(files, list)
+        or len(files) != rows
+    ):
+        raise SearchError(f"{path}: corrupt index shard (shapes do not match {MANIFEST})")
+    return Shard(entry["file"], global_feats, tokens, files)
+
+
+def live_global_features(out: Path, manifest: dict) -> np.ndarray:
+    """The global features of every live row, in index order: float32 [N, D] in memory."""
+    parts = []
+    for entry in manifest["shards"]:
+        shard = open_shard(out, entry, manifest["embed_dim"], len(manifest["token_names"]))
+        keep = np.setdiff1d(np.arange(entry["rows"]), np.asarray(entry.get("dropped", []), dtype=np.int64))
+        parts.append(np.asarray(shard.global_feats.rows(keep), dtype=np.float32))
+    if not parts:
+        return np.zeros((0, manifest["embed_dim"]), dtype=np.float32)
+    return np.concatenate(parts)
