@@ -23,40 +23,14 @@ import torch
 from conftest import REPO, SMOKE_OVERRIDES
 from fixtures_benchmarks import write_cuhk_pedes, write_image
 from PIL import Image
+from stage_runs import cli_error, stage_args
 
 from acsa import embed_text, evaluate, prepare, train
-from acsa.cli import run_stage
 from acsa.config import TextConfig, load_params
 from acsa.errors import ConfigError
 
 LONG_CAPTION = " ".join(["a man in a red jacket with a black backpack and blue jeans walking"] * 160)
 EMOJI_CAPTIONS = ["Eine Frau mit roter Jacke, ça va? 😀 穿红色夹克的女人", "👕👖🎒"]
-TINY = [
-    "text.batch_size=64",
-    "train.epochs=1",
-    "train.batch_size=4",
-    "train.images_per_id=2",
-    "train.warmup_steps=1",
-    "train.threads=2",
-    "evaluate.rerank_k=4",
-]
-
-
-def stage_args(root: Path, overrides: list[str] = ()) -> list[str]:
-    """--params and --set for a CUHK-PEDES copy in `root`, at the smallest training size."""
-    sets = ["data.dataset=cuhk-pedes", f"data.root={root}", *TINY, *overrides]
-    return ["--params", str(REPO / "params.yaml"), *[arg for o in sets for arg in ("--set", o)]]
-
-
-def cli_error(main, argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """Run a stage's command line in-process: it must exit 2 with one `error:` line and no traceback."""
-    with pytest.raises(SystemExit) as exited:
-        run_stage(main, argv)
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
 
 
 def odd_benchmark(root: Path) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from acsa.config import SyntheticConfig
+from acsa.config import SyntheticConfig, check_section
 from acsa.data.synthetic_render import (
     COLOUR_RGB,
     DENIM_RGB,
@@ -474,24 +474,6 @@ def write_caption(
     return Caption(_compose(style, said, rng), style, said, noise)
 
 
-def _validate(cfg: SyntheticConfig) -> None:
-    checks = [
-        ("train_ids", cfg.train_ids >= 1, "must be >= 1"),
-        ("val_ids", cfg.val_ids >= 1, "must be >= 1"),
-        ("test_ids", cfg.test_ids >= 1, "must be >= 1"),
-        ("images_per_id", cfg.images_per_id >= 2, "must be >= 2 (the identity sampler needs 2 per id)"),
-        ("captions_per_image", cfg.captions_per_image >= 1, "must be >= 1"),
-        ("height", cfg.height >= 32, "must be >= 32 pixels"),
-        ("width", cfg.width >= 16, "must be >= 16 pixels"),
-        ("occlusion_rate", 0.0 <= cfg.occlusion_rate <= 1.0, "must be in [0, 1]"),
-        ("caption_noise_rate", 0.0 <= cfg.caption_noise_rate <= 1.0, "must be in [0, 1]"),
-        ("seed", cfg.seed >= 0, "must be >= 0"),
-    ]
-    for key, ok, rule in checks:
-        if not ok:
-            raise ValueError(f"synthetic.{key}: {rule}, got {getattr(cfg, key)!r}")
-
-
 def _sample_split(seed: int, split_index: int, n: int) -> list[tuple[Look, int]]:
     """n identities of one split; identities with exactly the same attributes are redrawn."""
     seen, out = set(), []
@@ -555,7 +537,7 @@ def _shoot(cfg: SyntheticConfig, split_index: int, look: Look, index: int, pid: 
 
 def generate_synthetic(out_dir: Path, cfg: SyntheticConfig) -> Path:
     """Write the synthetic benchmark into `out_dir` (CUHK-PEDES layout plus attributes.json); return it."""
-    _validate(cfg)
+    check_section("synthetic", cfg)
     out_dir = Path(out_dir)
     records: list[dict[str, Any]] = []
     attributes: dict[str, dict[str, Any]] = {}

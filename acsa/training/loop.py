@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from acsa.config import Params, params_to_dict
+from acsa.config import Params, TrainConfig, params_to_dict
 from acsa.data.image_tables import RowImages
 from acsa.data.prepared import Split, load_prepared, read_split
 from acsa.data.sampler import IdentityBatchSampler
@@ -63,6 +63,16 @@ def validate(model: ACSA, params: Params, split: Split, device: torch.device) ->
     flat["val/fusion_weight"] = weight
     flat["val/selection_R1"] = results.get("fused", results["global"])["R1"]
     return flat
+
+
+def check_batch_fits(cfg: TrainConfig, num_ids: int) -> None:
+    """Every batch holds train.batch_size / train.images_per_id different identities (the identity sampler)."""
+    ids_per_batch = cfg.batch_size // cfg.images_per_id
+    if ids_per_batch > num_ids:
+        raise ConfigError(
+            f"train.batch_size: {cfg.batch_size} / train.images_per_id {cfg.images_per_id} = {ids_per_batch} "
+            f"identities per batch, but the training split has {num_ids} identities"
+        )
 
 
 def epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[int, int]:
@@ -107,6 +117,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
     seed_everything(cfg.seed)
     set_threads(cfg.threads)
     prepared = load_prepared(paths.prepared)
+    check_batch_fits(cfg, len(prepared.split("train")["original_ids"]))
     train = read_split(prepared, paths.features, "train", params)
     if "val" not in prepared.splits and ctx.is_main:
         log.warning(
