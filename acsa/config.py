@@ -14,7 +14,7 @@ without one), checked after the key's type. A rule is a function of the type-che
 when the value is fine, else why not, in words that follow "section.key: " ("must be > 0, got -1.0"). Build
 rules from the helpers, so that adding a key is adding one line to RULES:
 
-    "train.lr": above(0),                           a number > 0
+    "loss.cmpm_eps": above(0),                      a number > 0
     "model.dropout": within(0, 1, high_open=True),  in [0, 1)
     "train.max_steps": optional(at_least(1)),       None, or >= 1
     "image.window_grid": items(at_least(1), length=2),
@@ -176,10 +176,15 @@ def above(low: float) -> Rule:
     return lambda value: None if value > low else f"must be > {low}, got {value!r}"
 
 
-def within(low: float, high: float, high_open: bool = False) -> Rule:
+def within(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Rule:
+    """low <= value <= high; `low_open` / `high_open` leave out that end."""
+
     def rule(value: Any) -> str | None:
-        inside = low <= value < high if high_open else low <= value <= high
-        return None if inside else f"must be in [{low}, {high}{')' if high_open else ']'}, got {value!r}"
+        above_low = value > low if low_open else value >= low
+        below_high = value < high if high_open else value <= high
+        if above_low and below_high:
+            return None
+        return f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, got {value!r}"
 
     return rule
 
@@ -224,6 +229,9 @@ def device(value: str) -> str | None:
 
 SEED = within(0, 2**32 - 1)  # numpy's legacy seeding takes at most 32 bits
 POSITIVE = at_least(1)
+# AdamW moves every weight by about the learning rate per step: above 1 it only diverges (and above ~3e37
+# torch cannot even apply the first step in float32); 0 trains nothing, which a test uses on purpose
+LEARNING_RATE = within(0, 1)
 
 RULES: dict[str, Rule] = {
     "data.dataset": one_of(*DATASETS),
@@ -244,7 +252,7 @@ RULES: dict[str, Rule] = {
     "text.encoder": not_empty,
     "text.pooling": one_of("mean", "cls"),
     "text.finetune": ANY,
-    "text.lr": above(0),
+    "text.lr": LEARNING_RATE,
     "text.batch_size": POSITIVE,
     "image.backbone": not_empty,
     "image.backbone_kwargs": ANY,  # checked by the backbone's constructor (acsa.model.image_encoder)
@@ -274,13 +282,13 @@ RULES: dict[str, Rule] = {
     "train.max_steps": optional(POSITIVE),
     "train.batch_size": POSITIVE,
     "train.images_per_id": POSITIVE,
-    "train.lr": above(0),
-    "train.backbone_lr": optional(above(0)),
+    "train.lr": LEARNING_RATE,
+    "train.backbone_lr": optional(LEARNING_RATE),
     "train.weight_decay": at_least(0),
     "train.schedule": one_of("cosine", "step"),
     "train.warmup_steps": at_least(0),
     "train.milestones": items(at_least(0)),
-    "train.gamma": above(0),
+    "train.gamma": within(0, 1, low_open=True),  # a decay
     "train.device": device,
     "train.num_workers": at_least(0),
     "train.threads": at_least(0),

@@ -16,14 +16,16 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
 from acsa.config import Params
+from acsa.errors import DataError, one_line
 from acsa.model.text_encoder import encode_texts, load_text_encoder
 from acsa.runtime import resolve_device, set_threads
-from acsa.storage.files import atomic_output_dir, write_json
+from acsa.storage.files import atomic_output_dir, save_tensors, write_json
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,10 @@ def embed_text(params: Params, prepared: Path, out: Path) -> dict:
     tokens_path = prepared / paths.TOKENS_FILE
     if not tokens_path.is_file():
         raise FileNotFoundError(f"{tokens_path}: not found (run the prepare stage first)")
-    tokens = load_file(str(tokens_path))
+    try:
+        tokens = load_file(str(tokens_path))
+    except SafetensorError as err:
+        raise DataError(f"{tokens_path}: not a readable safetensors file ({one_line(err)})") from None
     set_threads(params.train.threads)
     device = resolve_device(params.train.device)
     encoder = load_text_encoder(params.text, device)
@@ -60,7 +65,7 @@ def embed_text(params: Params, prepared: Path, out: Path) -> dict:
         "counts": {key: int(value.shape[0]) for key, value in features.items()},
     }
     with atomic_output_dir(out) as work:
-        save_file({k: v.contiguous() for k, v in features.items()}, str(work / paths.FEATURES.name))
+        save_tensors({k: v.contiguous() for k, v in features.items()}, work / paths.FEATURES.name)
         write_json(work / "info.json", info)
     log.info("text features -> %s: %s", out, info["counts"])
     return info

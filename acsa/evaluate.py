@@ -42,7 +42,7 @@ def evaluate(params: Params, model_dir: Path, prepared: Path, features: Path, ou
         val = read_split(prepared, features, "val", params)
         val_scores = score_split(model, val, cfg, device, workers)
         weight, curve = choose_fusion_weight(val_scores, val.query_ids, val.gallery_ids, cfg.fusion_weights)
-        val_metrics = metrics_by_kind(val_scores, val.query_ids, val.gallery_ids, weight)
+        val_metrics = metrics_by_kind(val_scores, val.query_ids, val.gallery_ids, weight, "val")
     else:
         weight, curve, val_metrics = 1.0, [], {}
         log.warning("no validation split: fusion weight fixed at %.2f (not tuned, and never on test)", weight)
@@ -50,7 +50,7 @@ def evaluate(params: Params, model_dir: Path, prepared: Path, features: Path, ou
     test_scores = score_split(model, test, cfg, device, workers)
     test_q, test_g = test.query_ids, test.gallery_ids
     results = {
-        "test": metrics_by_kind(test_scores, test_q, test_g, weight),
+        "test": metrics_by_kind(test_scores, test_q, test_g, weight, "test"),
         "val": val_metrics,
         "fusion_weight": weight,
         "fusion_weight_chosen_on": "val" if has_val else "fixed",

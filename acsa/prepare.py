@@ -12,12 +12,12 @@ and, for the synthetic benchmark, a contact sheet PNG (--contact-sheet, default 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
@@ -28,7 +28,7 @@ from acsa.data.readers import check_images, read_benchmark
 from acsa.data.synthetic import generate_synthetic
 from acsa.data.tokenize import load_tokenizer, tokenize
 from acsa.data.types import Benchmark, EvalSplit, TrainSplit
-from acsa.storage.files import atomic_output_dir, write_json
+from acsa.storage.files import atomic_output_dir, atomic_output_file, save_tensors, write_json
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,13 @@ def _image_root_for(benchmark: Benchmark, work_dir: Path, out: Path) -> str:
 
 
 def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
-    """Run the stage; returns the summary written to OUT/summary.json."""
-    with atomic_output_dir(out) as work:
+    """Run the stage; returns the summary written to OUT/summary.json. Every output, the contact sheet
+    included, is written before OUT is replaced: a failure leaves the previous outputs as they were."""
+    sheet = contact_sheet if params.data.dataset == "synthetic" else None
+    with (
+        atomic_output_file(sheet) if sheet is not None else contextlib.nullcontext() as sheet_tmp,
+        atomic_output_dir(out) as work,
+    ):
         if params.data.dataset == "synthetic":
             root = generate_synthetic(work / paths.BENCHMARK_DIR, params.synthetic)
         else:
@@ -104,7 +109,7 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
             tensors.update({f"{name}.caption_{key}": value for key, value in tokens.items()})
         tokens = tokenize(tokenizer, unique_phrases or [""], params.data.phrase_max_tokens)
         tensors.update({f"phrase_{key}": value for key, value in tokens.items()})
-        save_file(tensors, str(work / paths.TOKENS_FILE))
+        save_tensors(tensors, work / paths.TOKENS_FILE)
 
         write_json(
             work / paths.SPLITS_FILE,
@@ -123,9 +128,8 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
             },
         }
         write_json(work / "summary.json", summary)
-    if params.data.dataset == "synthetic" and contact_sheet is not None:
-        contact_sheet.parent.mkdir(parents=True, exist_ok=True)
-        write_contact_sheet(out / paths.BENCHMARK_DIR, contact_sheet)
+        if sheet_tmp is not None:
+            write_contact_sheet(work / paths.BENCHMARK_DIR, sheet_tmp)
     log.info("prepared %s -> %s: %s", params.data.dataset, out, summary)
     return summary
 

@@ -19,7 +19,8 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"train.device: {name!r} requested but {torch.cuda.device_count()} GPUs are visible")
+        visible = torch.cuda.device_count()
+        raise ConfigError(f"train.device: {name!r} requested but {visible} GPUs are visible")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"train.device: {name!r} requested but MPS is not available")
     return device

@@ -62,3 +62,17 @@ def tiny_prepared(tmp_path_factory):
     prepare.main([*common, "--out", str(root / "prepared")])
     embed_text.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "features")])
     return root
+
+
+@pytest.fixture(scope="session")
+def explained(smoke_run, tmp_path_factory):
+    """The explain stage's outputs for the smoke run's model (what the visualisation report reads)."""
+    from acsa import explain
+
+    out = tmp_path_factory.mktemp("explain") / "main"
+    features = smoke_run / "features" / "features.safetensors"
+    explain.main(
+        ["--model", str(smoke_run / "model"), "--eval", str(smoke_run / "eval"), "--prepared",
+         str(smoke_run / "prepared"), "--features", str(features), "--out", str(out)]
+    )  # fmt: skip
+    return out

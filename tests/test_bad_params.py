@@ -37,10 +37,11 @@ def write(tmp_path, text):
         ("train.lr=.nan", "train.lr: expected a finite float, got nan"),
         ("train.lr=nan", "train.lr: expected a finite float, got nan"),
         ("train.lr=.inf", "train.lr: expected a finite float, got inf"),
-        ("train.lr=-1", "train.lr: must be > 0, got -1.0"),
-        ("train.lr=0", "train.lr: must be > 0, got 0.0"),
-        ("text.lr=-1e-5", "text.lr: must be > 0, got -1e-05"),
-        ("train.backbone_lr=-1", "train.backbone_lr: must be > 0, got -1.0"),
+        ("train.lr=-1", "train.lr: must be in [0, 1], got -1.0"),
+        ("train.lr=1e30", "train.lr: must be in [0, 1], got 1e+30"),
+        ("text.lr=-1e-5", "text.lr: must be in [0, 1], got -1e-05"),
+        ("train.backbone_lr=-1", "train.backbone_lr: must be in [0, 1], got -1.0"),
+        ("train.gamma=10", "train.gamma: must be in (0, 1], got 10.0"),
         ("train.weight_decay=-0.1", "train.weight_decay: must be >= 0, got -0.1"),
         ("model.dropout=1.5", "model.dropout: must be in [0, 1), got 1.5"),
         ("model.dropout=1", "model.dropout: must be in [0, 1), got 1.0"),
@@ -99,7 +100,7 @@ def test_every_key_has_a_rule():
     ("text", "message"),
     [
         ("preset: [paper]\n", "preset: expected the name of a preset, got ['paper']"),
-        ("preset: paper\npresets: {paper: {train.lr: -1}}\n", "train.lr: must be > 0, got -1.0"),
+        ("preset: paper\npresets: {paper: {train.lr: -1}}\n", "train.lr: must be in [0, 1], got -1.0"),
         ("ablations:\n  'a b': {}\n", "ablations: 'a b' is not a valid name (letters, digits, _ and - only)"),
         (
             "ablations:\n  \"x'; touch pwned; '\": {}\n",
@@ -164,7 +165,7 @@ def test_check_params_command(tmp_path):
     assert result.stderr.strip() == expected
     broken = write(tmp_path, "ablations:\n  slow: {train.lr: -1}\n")
     result = run_module("acsa.config", [str(broken)], cwd=tmp_path)
-    assert result.returncode == 2 and "ablations.slow: train.lr: must be > 0" in result.stderr
+    assert result.returncode == 2 and "ablations.slow: train.lr: must be in [0, 1]" in result.stderr
     assert not (tmp_path / "pwned").exists()
 
 
@@ -182,7 +183,7 @@ def test_check_params_command(tmp_path):
             "has 3 identities",
         ),
         (["train.device=tpu"], "train.device: 'tpu' is not"),
-        (["train.lr=-1"], "train.lr: must be > 0"),
+        (["train.lr=-1"], "train.lr: must be in [0, 1]"),
         (["model.dropout=1.5"], "model.dropout: must be in [0, 1)"),
         (["image.backbone=no_such_net"], "image.backbone: 'no_such_net' is not a timm model"),
         (["image.backbone_kwargs={no_such_arg: 1}"], "image.backbone_kwargs: resnet10t does not accept"),

@@ -8,7 +8,6 @@ splits.json holds, per split, the fields of `acsa.data.types.TrainSplit` / `Eval
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from acsa.config import ImageConfig, Params
 from acsa.data.image_tables import PRELOAD_LIMIT_BYTES, ImageTable
 from acsa.data.text_features import FrozenTextSource, TokenTextSource, open_text_source
 from acsa.errors import DataError
+from acsa.storage.files import read_json
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,13 @@ def load_prepared(prepared_dir: Path) -> Prepared:
     path = Path(prepared_dir) / paths.SPLITS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found (run the prepare stage first: dvc repro prepare)")
-    raw = json.loads(path.read_text())
+    raw = read_json(path)
+    if not isinstance(raw, dict) or not isinstance(raw.get("image_root"), str) or "train" not in raw:
+        raise DataError(f"{path}: not a prepared splits file (rerun the prepare stage: dvc repro prepare)")
     image_root = Path(raw.pop("image_root"))
     if not image_root.is_absolute():
         image_root = Path(prepared_dir) / image_root
-    dataset = raw.pop("dataset")
+    dataset = str(raw.pop("dataset", "unknown"))
     return Prepared(root=Path(prepared_dir), image_root=image_root, splits=raw, dataset=dataset)
 
 

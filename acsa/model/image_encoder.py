@@ -98,7 +98,8 @@ def create_backbone(
     try:
         return timm.create_model(name, pretrained=bool(pretrained_path), features_only=True, **model_kwargs)
     except TypeError as err:  # a keyword the constructor does not take
-        raise ConfigError(f"image.backbone_kwargs: {name} does not accept {kwargs} ({one_line(err)})") from None
+        why = one_line(err)
+        raise ConfigError(f"image.backbone_kwargs: {name} does not accept {kwargs} ({why})") from None
 
 
 def band_weights(height: int, bands: tuple[tuple[float, float], ...], like: Tensor) -> Tensor:
