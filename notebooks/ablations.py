@@ -28,6 +28,7 @@ from IPython.display import Markdown, display
 
 from acsa import paths
 from acsa.reports import figures, tables
+from acsa.reports.markup import markdown_text
 
 # %% tags=["parameters"]
 params_file = str(paths.PARAMS)  # declares the variants (`ablations`); the main model has no overrides
@@ -42,7 +43,9 @@ pd.set_option("display.precision", 1)
 chosen = tables.declared_variants(params_file, variants)
 results, missing = tables.load_results(chosen, eval_dir)
 if missing:
-    display(Markdown(f"**Missing metrics** (not evaluated yet, left out): {', '.join(missing)}"))
+    display(
+        Markdown(f"**Missing metrics** (not evaluated yet, left out): {markdown_text(', '.join(missing))}")
+    )
 
 # %% [markdown]
 # ## Results

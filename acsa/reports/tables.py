@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from acsa.config import read_params_file
+from acsa.reports.markup import markdown_code, markdown_text
 
 MAIN = "main"
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
@@ -228,7 +229,7 @@ def findings(
     else:
         repeated = summary[summary["n_seeds"] > 1]
         spreads = "; ".join(
-            f"{row['group']}: {row[f'{metric}_mean']:.1f} {_spread(row, metric)}"
+            f"{markdown_text(row['group'])}: {row[f'{metric}_mean']:.1f} {_spread(row, metric)}"
             for _, row in repeated.iterrows()
         )
         paragraphs.append(
@@ -281,7 +282,8 @@ def findings(
         delta = row[f"{metric}_mean"] - full[f"{metric}_mean"]
         delta2 = row[f"{second}_mean"] - full[f"{second}_mean"]
         lines.append(
-            f"- `{row['group']}` ({row['config']}): {name} {row[f'{metric}_mean']:.1f} "
+            f"- {markdown_code(row['group'])} ({markdown_text(row['config'])}): "
+            f"{name} {row[f'{metric}_mean']:.1f} "
             f"({_spread(row, metric)}), "
             f"{_signed(delta)} vs full ACSA, {_verdict(delta, noise)}; {NAMES[second]} {_signed(delta2)}."
         )
