@@ -11,6 +11,7 @@ left, and only theirs (the PID in a name says whose): a temporary folder is remo
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import math
@@ -58,6 +59,9 @@ def atomic_output_file(path: Path) -> Iterator[Path]:
     it is removed. The temporary file is created on entry, so an unwritable place fails before any work."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.tmp-*"):
+        if _dead(stale.with_suffix("")):  # left by a run that was killed
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
     tmp.touch()
     try:
@@ -119,7 +123,8 @@ def _dead(path: Path) -> bool:
 
 def _clear_leftovers(out: Path) -> None:
     """Under the lock: undo an interrupted swap, then remove what dead runs left (module docstring)."""
-    leftovers = [p for p in out.parent.glob(f".{out.name}.*-*") if _PID_SUFFIX.search(p.name) and _dead(p)]
+    named = out.parent.glob(f".{glob.escape(out.name)}.*-*")
+    leftovers = [p for p in named if _PID_SUFFIX.search(p.name) and _dead(p)]
     olds = sorted((p for p in leftovers if ".old-" in p.name), key=lambda p: p.stat().st_mtime)
     if olds and not out.exists():
         log.warning("%s: restoring it from %s (a run was killed while replacing it)", out, olds[-1].name)
