@@ -9,6 +9,7 @@ status 2; 3 for a non-finite loss).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 
 from acsa import paths
 from acsa.config import Params, load_params, parse_override
-from acsa.errors import USER_ERRORS, ConfigError, NonFiniteLossError, RunError, one_line
+from acsa.errors import USER_ERRORS, ConfigError, NonFiniteError, RunError, one_line
 
 
 def stage_parser(doc: str | None, params: bool = True) -> argparse.ArgumentParser:
@@ -81,17 +82,23 @@ def assignments(texts: list[str]) -> dict[str, Any]:
 
 
 def run_stage(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
-    """Run a stage's main with logging set up; a user error exits 2 and a non-finite loss 3, each with one
-    line `error: ...` on stderr and no traceback."""
+    """Run a stage's main with logging set up; a user error exits 2 and a NaN or infinite number (a loss,
+    weights, scores) 3, each with one line `error: ...` on stderr, its last line, and no traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    message, status = None, 0
     try:
         main(argv)
-    except NonFiniteLossError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(3)
+    except NonFiniteError as err:
+        message, status = one_line(err), 3
     except RunError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(err.exit_status)
+        message, status = one_line(err), err.exit_status
     except USER_ERRORS as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
+        message, status = one_line(err), 2
+    if message is None:
+        return
+    # Outside the except block the traceback is gone: the objects its frames held (DVCLive's git repository)
+    # are released now, not at interpreter shutdown, where their finalizers print tracebacks after our line.
+    gc.collect()
+    sys.stderr.flush()
+    print(f"\nerror: {message}", file=sys.stderr, flush=True)
+    sys.exit(status)

@@ -1,25 +1,52 @@
 """Typed, frozen configuration loaded from params.yaml.
 
-One dataclass per params.yaml section. The loader is strict: an unknown key, a missing section or a value of
-the wrong type is a one-line `ConfigError` naming the key (e.g. ``train.lr: expected float, got 'fast'``).
+One dataclass per params.yaml section. The loader is strict: an unknown key, a missing section, a repeated
+key, a value of the wrong type (floats must be finite) or out of its range is a one-line `ConfigError` naming
+the key (e.g. ``train.lr: must be > 0, got -1.0``), raised when params are loaded, so a stage refuses a bad
+value before any work starts.
 
 Overrides are applied as dotted keys, in this order: the chosen ``preset`` (e.g. the paper configuration),
-then a configuration of the study (``study.configurations``, acsa.study), then explicit ``--set key=value``
-overrides.
+then a configuration of the study (``study.configurations`` or ``study.optional``, acsa.study), then explicit
+``--set key=value`` overrides. Preset and configuration names match NAME_PATTERN (they become folder and DVC
+stage names).
+
+Value rules. Every key of Params has exactly one rule in RULES (tests/test_bad_params.py fails for a key
+without one), checked after the key's type. A rule is a function of the type-checked value that returns None
+when the value is fine, else why not, in words that follow "section.key: " ("must be > 0, got -1.0"). Build
+rules from the helpers, so that adding a key is adding one line to RULES:
+
+    "loss.cmpm_eps": above(0),                      a number > 0
+    "model.dropout": within(0, 1, high_open=True),
+    "model.global_text": one_of("sentence", "sentence_and_phrases"),
+    "model.attention": one_of("image_queries", "phrase_queries", "both"),
+    "model.use_image_token": ANY,  in [0, 1)
+    "train.max_steps": optional(at_least(1)),       None, or >= 1
+    "image.window_grid": items(at_least(1), length=2),
+    "evaluate.fusion_weights": items(ANY, min_length=1),
+    "evaluate.local_mode": one_of("exact", "rerank"),
+    "text.encoder": not_empty,
+    "model.use_local": ANY,                         any value of the declared type (booleans, free mappings)
+
+A rule that relates two keys goes to CROSS_RULES (it receives the whole Params). A new top-level table of
+named override sets goes to NAMED_TABLES (its names are checked like the presets').
+`python -m acsa.config [FILE]` checks a params file with every preset and study configuration applied.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from acsa.errors import ConfigError
+from acsa.errors import ConfigError, one_line
 from acsa.paths import PARAMS
 
 DATASETS = ("synthetic", "cuhk-pedes", "icfg-pedes", "rstpreid")
@@ -143,17 +170,190 @@ class Params:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
 
-_CHOICES = {
-    "data.dataset": DATASETS,
-    "text.pooling": ("mean", "cls"),
-    "image.parts": ("stripes", "channels"),
-    "model.global_text": ("sentence", "sentence_and_phrases"),
-    "model.attention": ("image_queries", "phrase_queries", "both"),
-    "loss.cmpm_target_norm": ("l1", "l2"),
-    "train.schedule": ("cosine", "step"),
-    "evaluate.local_mode": ("exact", "rerank"),
+# ---- value rules (module docstring: how to write one) ---------------------------------------------
+Rule = Callable[[Any], "str | None"]
+
+
+def ANY(value: Any) -> None:
+    """Any value of the key's declared type."""
+    return None
+
+
+def at_least(low: float) -> Rule:
+    return lambda value: None if value >= low else f"must be >= {low}, got {value!r}"
+
+
+def above(low: float) -> Rule:
+    return lambda value: None if value > low else f"must be > {low}, got {value!r}"
+
+
+def within(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Rule:
+    """low <= value <= high; `low_open` / `high_open` leave out that end."""
+
+    def rule(value: Any) -> str | None:
+        above_low = value > low if low_open else value >= low
+        below_high = value < high if high_open else value <= high
+        if above_low and below_high:
+            return None
+        return f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}, got {value!r}"
+
+    return rule
+
+
+def one_of(*choices: str) -> Rule:
+    return lambda value: None if value in choices else f"{value!r} is not one of {', '.join(choices)}"
+
+
+def optional(rule: Rule) -> Rule:
+    """None, or a value that passes `rule`."""
+    return lambda value: None if value is None else rule(value)
+
+
+def not_empty(value: Any) -> str | None:
+    return None if str(value).strip() else "must not be empty"
+
+
+def items(rule: Rule, length: int | None = None, min_length: int = 0) -> Rule:
+    """A list whose length is `length` (or at least `min_length`) and whose every item passes `rule`."""
+
+    def check(values: list) -> str | None:
+        if length is not None and len(values) != length:
+            return f"must hold {length} values, got {len(values)}"
+        if len(values) < min_length:
+            return "must not be empty" if min_length == 1 else f"must hold at least {min_length} values"
+        for i, value in enumerate(values):
+            why = rule(value)
+            if why is not None:
+                return f"[{i}]: {why}"
+        return None
+
+    return check
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]+")  # preset and configuration names: folder and DVC stage names
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def device(value: str) -> str | None:
+    return None if _DEVICE.fullmatch(value) else f"{value!r} is not auto, cpu, mps, cuda or cuda:N"
+
+
+SEED = within(0, 2**32 - 1)  # numpy's legacy seeding takes at most 32 bits
+POSITIVE = at_least(1)
+# AdamW moves every weight by about the learning rate per step: above 1 it only diverges (and above ~3e37
+# torch cannot even apply the first step in float32); 0 trains nothing, which a test uses on purpose
+LEARNING_RATE = within(0, 1)
+
+RULES: dict[str, Rule] = {
+    "data.dataset": one_of(*DATASETS),
+    "data.root": not_empty,
+    "data.num_phrases": POSITIVE,
+    "data.caption_max_tokens": at_least(2),  # room for [CLS] and [SEP]
+    "data.phrase_max_tokens": at_least(2),
+    "synthetic.train_ids": POSITIVE,
+    "synthetic.val_ids": POSITIVE,
+    "synthetic.test_ids": POSITIVE,
+    "synthetic.images_per_id": at_least(2),  # the identity sampler needs two per identity
+    "synthetic.captions_per_image": POSITIVE,
+    "synthetic.height": at_least(32),  # the renderer's smallest figure
+    "synthetic.width": at_least(16),
+    "synthetic.occlusion_rate": within(0, 1),
+    "synthetic.caption_noise_rate": within(0, 1),
+    "synthetic.seed": SEED,
+    "synthetic.split_images": optional(items(POSITIVE, length=3)),  # [train, val, test]; see the generator
+    "synthetic.split_captions": optional(items(POSITIVE, length=3)),
+    "text.encoder": not_empty,
+    "text.pooling": one_of("mean", "cls"),
+    "text.finetune": ANY,
+    "text.lr": LEARNING_RATE,
+    "text.batch_size": POSITIVE,
+    "image.backbone": not_empty,
+    "image.backbone_kwargs": ANY,  # checked by the backbone's constructor (acsa.model.image_encoder)
+    "image.pretrained_path": optional(not_empty),
+    "image.height": POSITIVE,
+    "image.width": POSITIVE,
+    "image.parts": one_of("stripes", "channels"),
+    "image.window_stage": ANY,  # negative counts from the end; checked against the backbone's stages
+    "image.window_grid": items(POSITIVE, length=2),
+    "image.hflip": ANY,
+    "image.translate": within(0, 1, high_open=True),
+    "model.embed_dim": POSITIVE,
+    "model.use_local": ANY,
+    "model.use_regions": ANY,
+    "model.use_windows": ANY,
+    "model.attention_scale": above(0),
+    "model.leaky_slope": within(0, 1),
+    "model.mask_padding": ANY,
+    "model.dropout": within(0, 1, high_open=True),
+    "model.global_text": one_of("sentence", "sentence_and_phrases"),
+    "model.attention": one_of("image_queries", "phrase_queries", "both"),
+    "model.use_image_token": ANY,
+    "loss.cmpm_target_norm": one_of("l1", "l2"),
+    "loss.cmpm_eps": above(0),
+    "loss.cmpm_weight": at_least(0),
+    "loss.cmpc_weight": at_least(0),
+    "loss.local_weight": at_least(0),
+    "loss.drop_cmpm_below": optional(at_least(0)),
+    "train.epochs": POSITIVE,
+    "train.max_steps": optional(POSITIVE),
+    "train.batch_size": POSITIVE,
+    "train.images_per_id": POSITIVE,
+    "train.lr": LEARNING_RATE,
+    "train.backbone_lr": optional(LEARNING_RATE),
+    "train.weight_decay": at_least(0),
+    "train.schedule": one_of("cosine", "step"),
+    "train.warmup_steps": at_least(0),
+    "train.milestones": items(at_least(0)),
+    "train.gamma": within(0, 1, low_open=True),  # a decay
+    "train.device": device,
+    "train.num_workers": at_least(0),
+    "train.threads": at_least(0),
+    "train.nproc_per_node": POSITIVE,
+    "train.parallel_runs": at_least(0),
+    "train.seed": SEED,
+    "evaluate.local_mode": one_of("exact", "rerank"),
+    "evaluate.rerank_k": POSITIVE,
+    "evaluate.fusion_weights": items(ANY, min_length=1),
+    "evaluate.batch_size": POSITIVE,
+    "evaluate.chunk_size": POSITIVE,
 }
-_META_KEYS = ("preset", "presets", "study")
+
+
+def _whole_identities(p: Params) -> str | None:
+    batch, per_id = p.train.batch_size, p.train.images_per_id
+    return (
+        None if batch % per_id == 0 else f"must be a multiple of train.images_per_id ({per_id}), got {batch}"
+    )
+
+
+def _some_image_token(p: Params) -> str | None:
+    m = p.model
+    if m.use_image_token or m.use_regions or m.use_windows:
+        return None
+    return "with model.use_regions and model.use_windows also false, the image would have no token"
+
+
+def _attention_needs_the_local_branch(p: Params) -> str | None:
+    if p.model.use_local or p.model.attention == "image_queries":
+        return None
+    return f"{p.model.attention!r} has no effect with model.use_local: false (a global-only model)"
+
+
+# (the key named in the error, a rule over the whole Params)
+CROSS_RULES: list[tuple[str, Callable[[Params], str | None]]] = [
+    ("train.batch_size", _whole_identities),
+    ("model.use_image_token", _some_image_token),
+    ("model.attention", _attention_needs_the_local_branch),
+]
+
+# Top-level keys that are not sections: the preset to apply, and tables of named override sets.
+NAMED_TABLES = ("presets",)
+# `study` is read apart (acsa.study: configurations, seeds, findings); its names are checked there
+_META_KEYS = ("preset", *NAMED_TABLES, "study")
+
+
+def _failed(key: str, why: str) -> ConfigError:
+    return ConfigError(f"{key}{'' if why.startswith('[') else ': '}{why}")
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -172,13 +372,18 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # PyYAML reads 1e-4 (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            if not math.isfinite(number):
+                raise ConfigError(f"{key}: expected a finite float, got {number!r}")
+            return number
     elif annotation is str:
         if isinstance(value, str):
             return value
@@ -207,9 +412,17 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
     for key, value in raw.items():
         full = f"{name}.{key}"
         values[key] = _check_type(full, value, hints[key])
-        if full in _CHOICES and values[key] not in _CHOICES[full]:
-            raise ConfigError(f"{full}: {values[key]!r} is not one of {', '.join(_CHOICES[full])}")
-    return cls(**values)
+    return check_section(name, cls(**values))
+
+
+def check_section(name: str, section: Any) -> Any:
+    """Raise ConfigError naming the first key of the section dataclass `section` (params.yaml section `name`)
+    whose value breaks its rule; return `section`."""
+    for f in dataclasses.fields(section):
+        why = RULES[f"{name}.{f.name}"](getattr(section, f.name))
+        if why is not None:
+            raise _failed(f"{name}.{f.name}", why)
+    return section
 
 
 def params_from_dict(raw: dict[str, Any]) -> Params:
@@ -226,17 +439,44 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
             raise ConfigError(f"{name}: unknown section (known: {known})")
         sections[name] = _build_section(name, hints[name], value)
     params = Params(**sections)
-    _check_combinations(params)
+    for key, rule in CROSS_RULES:
+        why = rule(params)
+        if why is not None:
+            raise _failed(key, why)
     return params
 
 
-def _check_combinations(params: Params) -> None:
-    """Settings that are valid one by one but not together: a one-line ConfigError naming the keys."""
-    model = params.model
-    if not (model.use_image_token or model.use_regions or model.use_windows):
-        raise ConfigError(
-            "model.use_image_token, model.use_regions, model.use_windows: all false leaves the image no token"
-        )
+class _DuplicateKey(ConfigError):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"line {line}: duplicate key {key!r} (first on line {first})")
+        self.key = key
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no object tags), refusing a key repeated in one mapping: PyYAML would keep the
+    last one silently (a second `train:` section would replace the first wholesale)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    raise _DuplicateKey(key, line, first_line[key])
+                first_line[key] = line
+            except TypeError:  # an unhashable key: the base class says so
+                pass
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely and strictly (see _StrictLoader); malformed or too deeply nested text raises
+    yaml.YAMLError, a repeated key ConfigError."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise yaml.YAMLError("nested too deeply") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -244,7 +484,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), load_yaml(value)
+    except _DuplicateKey as err:
+        raise ConfigError(f"--set {text}: duplicate key {err.key!r}") from None
+    except yaml.YAMLError as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"--set {text}: the value is not valid YAML ({reason})") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], origin: str) -> dict[str, Any]:
@@ -252,7 +498,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], origin: str)
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     hints = typing.get_type_hints(Params)
     for dotted, value in overrides.items():
-        parts = dotted.split(".")
+        parts = str(dotted).split(".")
         if len(parts) != 2 or parts[0] not in hints:
             raise ConfigError(f"{origin}: {dotted!r} is not a section.key of params")
         section, key = parts
@@ -265,26 +511,55 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any], origin: str)
 
 def _named_overrides(raw: dict[str, Any], group: str, name: str, path: Path) -> dict[str, Any]:
     table = raw.get(group) or {}
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: {group}: expected a mapping of name -> overrides")
     if name not in table:
         raise ConfigError(f"{path}: {group}: unknown name {name!r} (known: {', '.join(table) or 'none'})")
-    overrides = table[name] or {}
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"{path}: {group}.{name}: expected a mapping of section.key -> value")
-    return overrides
+    return table[name] or {}
+
+
+def check_names(raw: dict[str, Any], path: Path) -> None:
+    """The preset is a name, and every table of NAMED_TABLES (and the study's configurations) maps names
+    (NAME_PATTERN) to override mappings.
+
+    The names become folder names and DVC stage names, and dvc.yaml passes them to a shell (it checks them
+    first: `python -m acsa.config`)."""
+    preset = raw.get("preset")
+    if preset is not None and not isinstance(preset, str):
+        raise ConfigError(f"{path}: preset: expected the name of a preset, got {preset!r}")
+    tables = [(group, raw.get(group)) for group in NAMED_TABLES]
+    study = raw.get("study")
+    if study is not None:  # its other keys are checked by acsa.study
+        if not isinstance(study, dict):
+            raise ConfigError(f"{path}: study: expected a mapping, got {study!r}")
+        tables += [(f"study.{group}", study.get(group)) for group in ("configurations", "optional")]
+    for group, table in tables:
+        table = table or {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {group}: expected a mapping of name -> overrides")
+        for name, overrides in table.items():
+            if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+                raise ConfigError(
+                    f"{path}: {group}: {name!r} is not a valid name (letters, digits, _ and - only)"
+                )
+            if not isinstance(overrides, dict | None):
+                raise ConfigError(f"{path}: {group}.{name}: expected a mapping of section.key -> value")
 
 
 def read_params_file(path: str | Path) -> dict[str, Any]:
+    """The params file as a dict, its names checked (`check_names`); values are checked by `load_params`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read ({one_line(err)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections")
+    check_names(raw, path)
     return raw
 
 
@@ -295,8 +570,8 @@ def load_params(
     preset: str | None = None,
 ) -> Params:
     """Load params.yaml, apply a preset (default: the file's `preset`), an optional configuration of the
-    study (its overrides in `study.configurations`) and explicit overrides (`key=value` texts or a dict);
-    validate strictly."""
+    study (its overrides in `study.configurations` or `study.optional`) and explicit overrides (`key=value`
+    texts or a dict); check every value (RULES)."""
     path = Path(path)
     raw = read_params_file(path)
     preset = raw.get("preset") if preset is None else preset
@@ -320,5 +595,45 @@ def load_params(
         raise ConfigError(f"{path}: {err}") from None
 
 
+def check_params_file(path: str | Path = PARAMS) -> None:
+    """Load `path` as every stage may: as it is, with each preset and with each configuration of the study;
+    raise the first ConfigError (naming the preset or configuration)."""
+    from acsa.study import load_study  # acsa.study reads its section through this module
+
+    path = Path(path)
+    raw = read_params_file(path)
+    load_params(path)
+    for name in raw.get("presets") or {}:
+        try:
+            load_params(path, preset=name)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: presets.{name}: {str(err).removeprefix(f'{path}: ')}") from None
+    if "study" in raw:
+        study = load_study(path)
+        for name in [*study.configurations, *study.optional]:
+            try:
+                load_params(path, configuration=name)
+            except ConfigError as err:
+                detail = str(err).removeprefix(f"{path}: ")
+                raise ConfigError(f"{path}: study configuration {name}: {detail}") from None
+
+
 def params_to_dict(params: Params) -> dict[str, Any]:
     return dataclasses.asdict(params)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m acsa.config [FILE]`: check a params file (every value, preset and study configuration);
+    exit status 2 and one line when something is wrong. dvc.yaml runs it before any command line holding a
+    name."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("params", nargs="?", type=Path, default=PARAMS, help=f"default: {PARAMS}")
+    check_params_file(parser.parse_args(argv).params)
+
+
+if __name__ == "__main__":
+    from acsa.cli import run_stage
+
+    run_stage(main)

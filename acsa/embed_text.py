@@ -17,32 +17,47 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
 from acsa.config import Params
 from acsa.data.text_features import TOKENS_HASH_KEY, file_sha256
+from acsa.errors import DataError, one_line
 from acsa.model.text_encoder import encode_texts, load_text_encoder
 from acsa.runtime import resolve_device, set_threads
-from acsa.storage.files import atomic_output_dir, write_json
+from acsa.storage.files import atomic_output_dir, save_tensors, write_json
 
 log = logging.getLogger(__name__)
+
+
+TOKEN_KEYS = ("caption_input_ids", "caption_attention_mask", "phrase_input_ids", "phrase_attention_mask")
+
+
+def read_tokens(path: Path) -> dict[str, torch.Tensor]:
+    """A split's token file, checked before any encoding starts."""
+    try:
+        tokens = load_file(str(path))
+    except SafetensorError as err:
+        raise DataError(f"{path}: not a readable safetensors file ({one_line(err)})") from None
+    missing = [key for key in TOKEN_KEYS if key not in tokens]
+    if missing:
+        raise DataError(f"{path}: no {', '.join(missing)} (rerun the prepare stage: dvc repro prepare)")
+    return tokens
 
 
 def embed_text(params: Params, prepared: Path, out: Path) -> dict:
     splits = [name for name in paths.SPLITS if (prepared / name / paths.TOKENS_FILE).is_file()]
     if not splits:
         raise FileNotFoundError(f"{prepared}: no <split>/{paths.TOKENS_FILE} (run the prepare stage first)")
+    all_tokens = {split: read_tokens(prepared / split / paths.TOKENS_FILE) for split in splits}
     set_threads(params.train.threads)
     device = resolve_device(params.train.device)
     encoder = load_text_encoder(params.text, device)
     features: dict[str, dict[str, torch.Tensor]] = {}
-    hashes: dict[str, str] = {}
-    for split in splits:
-        tokens_path = prepared / split / paths.TOKENS_FILE
-        tokens = load_file(str(tokens_path))
-        hashes[split] = file_sha256(tokens_path)
+    hashes = {split: file_sha256(prepared / split / paths.TOKENS_FILE) for split in splits}
+    for split, tokens in all_tokens.items():
         features[split] = {
             "sentence": encode_texts(
                 encoder,
@@ -70,9 +85,9 @@ def embed_text(params: Params, prepared: Path, out: Path) -> dict:
     }
     with atomic_output_dir(out) as work:
         for split, tensors in features.items():
-            save_file(
+            save_tensors(
                 {k: v.contiguous() for k, v in tensors.items()},
-                str(paths.features_file(work, split)),
+                paths.features_file(work, split),
                 metadata={TOKENS_HASH_KEY: hashes[split]},
             )
         write_json(work / "info.json", info)

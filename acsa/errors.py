@@ -1,7 +1,8 @@
 """Every error a user can cause, and the one way they are shown: one line, no traceback.
 
-A stage run through `acsa.cli.run_stage` turns these (and OSError: a missing or unreadable file) into
-`error: <one line>` on stderr and exit status 2; `NonFiniteLossError` exits with status 3.
+A stage run through `acsa.cli.run_stage` turns these (and OSError: a missing, unreadable or unwritable file,
+a full disk) into `error: <one line>` on stderr and exit status 2; `NonFiniteError` (a NaN or infinite loss,
+weight, score or metric) exits with status 3. Anything else is a bug and ends in a traceback.
 """
 
 from __future__ import annotations
@@ -28,8 +29,17 @@ class NotebookError(RuntimeError):
     """A cell of a report notebook failed; the message names the cell and the error."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """A NaN or infinite loss: training stops and the last good checkpoint is kept."""
+class NonFiniteError(ArithmeticError):
+    """A NaN or infinite number where a finite one is needed (scores, metrics, JSON outputs): exit 3."""
+
+
+class NonFiniteLossError(NonFiniteError):
+    """Training diverged (a NaN or infinite loss, weight or validation score): training stops and the last
+    good checkpoint is kept."""
+
+
+class OutputBusyError(OSError):
+    """Another process is writing the same output folder (it holds the folder's lock)."""
 
 
 class RunError(RuntimeError):

@@ -51,7 +51,7 @@ def evaluate_model(model: ACSA, test: Split, params: Params, device, work: Path,
     if scores.local is not None:
         by_kind.update(local=scores.local_only(), fused=scores.fused(weight))
     results = {
-        "test": metrics_by_kind(scores, query_ids, gallery_ids, weight),
+        "test": metrics_by_kind(scores, query_ids, gallery_ids, weight, "test"),
         "val": selection.get("val", {}),
         "fusion_weight": weight,
         "fusion_weight_chosen_on": selection.get("chosen_on", "unknown"),
@@ -65,7 +65,10 @@ def evaluate_model(model: ACSA, test: Split, params: Params, device, work: Path,
         "query_ids": query_ids.tolist(),
         "kinds": {
             kind: {
-                name: values.tolist() for name, values in per_query_metrics(s, query_ids, gallery_ids).items()
+                metric: values.tolist()
+                for metric, values in per_query_metrics(
+                    s, query_ids, gallery_ids, name=f"test {kind} scores"
+                ).items()
             }
             for kind, s in by_kind.items()
         },
@@ -74,7 +77,8 @@ def evaluate_model(model: ACSA, test: Split, params: Params, device, work: Path,
     write_json(work / "fusion_curve.json", selection.get("fusion_curve", []))
     write_json(work / "per_query.json", per_query, indent=None)
     if with_rankings:
-        write_json(work / "rankings.json", rankings(scores, weight, query_ids, gallery_ids), indent=None)
+        ranked = rankings(scores, weight, query_ids, gallery_ids, split="test")
+        write_json(work / "rankings.json", ranked, indent=None)
     return results
 
 

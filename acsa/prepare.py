@@ -19,12 +19,12 @@ and val folders only, and the test split is sealed until the final evaluation (d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
@@ -35,7 +35,7 @@ from acsa.data.readers import check_images, read_benchmark
 from acsa.data.synthetic import generate_synthetic
 from acsa.data.tokenize import load_tokenizer, tokenize
 from acsa.data.types import Benchmark
-from acsa.storage.files import atomic_output_dir, write_json
+from acsa.storage.files import atomic_output_dir, atomic_output_file, save_tensors, write_json
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,17 @@ def write_split(work: Path, name: str, record: dict, phrases: list[str], tensors
     folder.mkdir()
     write_json(folder / paths.RECORDS_FILE, record, indent=None)
     write_json(folder / paths.PHRASES_FILE, phrases)
-    save_file(tensors, str(folder / paths.TOKENS_FILE))
+    save_tensors(tensors, folder / paths.TOKENS_FILE)
 
 
 def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
-    """Run the stage; returns the summary written to OUT/summary.json."""
-    with atomic_output_dir(out) as work:
+    """Run the stage; returns the summary written to OUT/summary.json. Every output, the contact sheet
+    included, is written before OUT is replaced: a failure leaves the previous outputs as they were."""
+    sheet = contact_sheet if params.data.dataset == "synthetic" else None
+    with (
+        atomic_output_file(sheet) if sheet is not None else contextlib.nullcontext() as sheet_tmp,
+        atomic_output_dir(out) as work,
+    ):
         if params.data.dataset == "synthetic":
             root = generate_synthetic(work / paths.BENCHMARK_DIR, params.synthetic)
         else:
@@ -131,9 +136,8 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
             },
         }
         write_json(work / paths.SUMMARY_FILE, summary)
-    if params.data.dataset == "synthetic" and contact_sheet is not None:
-        contact_sheet.parent.mkdir(parents=True, exist_ok=True)
-        write_contact_sheet(out / paths.BENCHMARK_DIR, contact_sheet)
+        if sheet_tmp is not None:
+            write_contact_sheet(work / paths.BENCHMARK_DIR, sheet_tmp)
     log.info("prepared %s -> %s: %s", params.data.dataset, out, summary)
     return summary
 

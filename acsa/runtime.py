@@ -8,6 +8,8 @@ import random
 import numpy as np
 import torch
 
+from acsa.errors import ConfigError
+
 
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present, else the CPU; anything else is passed to torch.device."""
@@ -15,7 +17,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device: {name!r} requested but CUDA is not available")
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        visible = torch.cuda.device_count()
+        raise ConfigError(f"train.device: {name!r} requested but {visible} GPUs are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but MPS is not available")
     return device
 
 

@@ -45,3 +45,34 @@ def smoke_run(tmp_path_factory):
                 "--live", str(root / "live")])
     evaluate.main([*common, *data, "--model", str(root / "model"), "--out", str(root / "eval")])
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory):
+    """The tiny CUHK-PEDES copy of tests/fixtures_benchmarks.py (bench/), prepared (prepared/) and embedded
+    (features/) at the smallest size (tests/stage_runs.py): inputs for the stages after prepare."""
+    from fixtures_benchmarks import write_cuhk_pedes
+    from stage_runs import stage_args
+
+    from acsa import embed_text, prepare
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_cuhk_pedes(root / "bench")
+    common = stage_args(root / "bench")
+    prepare.main([*common, "--out", str(root / "prepared")])
+    embed_text.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "features")])
+    return root
+
+
+@pytest.fixture(scope="session")
+def explained(smoke_run, tmp_path_factory):
+    """The explain stage's outputs for the smoke run's model (what the visualisation report reads)."""
+    from acsa import explain
+
+    out = tmp_path_factory.mktemp("explain") / "main"
+    features = smoke_run / "features"
+    explain.main(
+        ["--model", str(smoke_run / "model"), "--eval", str(smoke_run / "eval"), "--prepared",
+         str(smoke_run / "prepared"), "--features", str(features), "--out", str(out)]
+    )  # fmt: skip
+    return out

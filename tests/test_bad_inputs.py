@@ -23,40 +23,14 @@ import torch
 from conftest import REPO, SMOKE_OVERRIDES
 from fixtures_benchmarks import write_cuhk_pedes, write_image
 from PIL import Image
+from stage_runs import cli_error, last_stderr_line, run_module, stage_args, train_argv
 
 from acsa import embed_text, evaluate, prepare, train
-from acsa.cli import run_stage
 from acsa.config import TextConfig, load_params
-from acsa.errors import ConfigError
+from acsa.errors import ConfigError, DataError
 
 LONG_CAPTION = " ".join(["a man in a red jacket with a black backpack and blue jeans walking"] * 160)
 EMOJI_CAPTIONS = ["Eine Frau mit roter Jacke, ça va? 😀 穿红色夹克的女人", "👕👖🎒"]
-TINY = [
-    "text.batch_size=64",
-    "train.epochs=1",
-    "train.batch_size=4",
-    "train.images_per_id=2",
-    "train.warmup_steps=1",
-    "train.threads=2",
-    "evaluate.rerank_k=4",
-]
-
-
-def stage_args(root: Path, overrides: list[str] = ()) -> list[str]:
-    """--params and --set for a CUHK-PEDES copy in `root`, at the smallest training size."""
-    sets = ["data.dataset=cuhk-pedes", f"data.root={root}", *TINY, *overrides]
-    return ["--params", str(REPO / "params.yaml"), *[arg for o in sets for arg in ("--set", o)]]
-
-
-def cli_error(main, argv: list[str], capsys: pytest.CaptureFixture) -> str:
-    """Run a stage's command line in-process: it must exit 2 with one `error:` line and no traceback."""
-    with pytest.raises(SystemExit) as exited:
-        run_stage(main, argv)
-    assert exited.value.code == 2
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
 
 
 def odd_benchmark(root: Path) -> None:
@@ -216,8 +190,6 @@ def test_pickled_features_and_model_are_refused_at_the_command_line(
 
 
 def test_pickled_tokens_weights_and_text_encoder_are_refused(tmp_path: Path) -> None:
-    from safetensors import SafetensorError
-
     from acsa.data.text_features import open_text_source
     from acsa.model.image_encoder import load_state_dict_file
     from acsa.model.text_encoder import TextEncoder
@@ -225,7 +197,7 @@ def test_pickled_tokens_weights_and_text_encoder_are_refused(tmp_path: Path) -> 
 
     marker = tmp_path / "marker"
     write_pickle(tmp_path / "prepared" / "train" / "tokens.safetensors", marker)
-    with pytest.raises(SafetensorError):  # embed_text reads tokens with safetensors only
+    with pytest.raises(DataError, match="not a readable safetensors"):  # read with safetensors only
         embed_text.embed_text(load_params(REPO / "params.yaml"), tmp_path / "prepared", tmp_path / "features")
     with pytest.raises(Exception, match="not a readable safetensors file"):  # text.finetune reads them too
         open_text_source(True, tmp_path / "prepared" / "train", tmp_path / "f", {"phrase_index": []}, "train")
@@ -250,3 +222,255 @@ def test_yaml_object_tags_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(params)
     assert not marker.exists()
+
+
+# ---- issue 13: the smaller probes ----------------------------------------------------------------------
+
+
+def prepare_error(
+    tmp_path: Path, records: list, capsys: pytest.CaptureFixture, raw: str | None = None
+) -> str:
+    """Prepare a CUHK-PEDES copy whose annotation file holds `records` (or the text `raw`): one error line."""
+    (tmp_path / "bench" / "reid_raw.json").write_text(raw if raw is not None else json.dumps(records))
+    out = tmp_path / "prepared"
+    error = cli_error(prepare.main, [*stage_args(tmp_path / "bench"), "--out", str(out)], capsys)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench"]  # nothing written
+    return error
+
+
+@pytest.mark.parametrize("caption", ["\u200b\u200b", "\x00", "\ufeff", " \u2060\u200d ", "\u00ad\u200e"])
+def test_a_caption_of_invisible_characters_is_empty(tmp_path, capsys, caption):
+    records = write_cuhk_pedes(tmp_path / "bench")
+    records[2]["captions"][1] = caption
+    error = prepare_error(tmp_path, records, capsys)
+    assert (
+        "record 2 (id 7, file_path 'CUHK01/0007_0.png'): caption 1 is empty (only invisible characters)"
+        in error
+    )
+
+
+def test_a_visible_caption_keeps_its_format_characters(tmp_path):
+    """Invisible characters inside a caption with visible ones stay (a zero-width joiner binds emoji)."""
+    from acsa.data.readers import parse_records
+
+    records = [
+        {
+            "split": split,
+            "id": i,
+            "file_path": f"{i}.png",
+            "captions": ["a man 👨\u200d👩\u200d👧 in red\u200b"],
+        }
+        for i, split in enumerate(["train", "test"])
+    ]
+    by_split = parse_records(records, Path("reid_raw.json"), "file_path")
+    assert by_split["train"][0].captions == ["a man 👨\u200d👩\u200d👧 in red\u200b"]
+
+
+@pytest.mark.parametrize("ident", [2**63, -(2**63) - 1, 10**30])
+def test_an_identity_beyond_64_bits_is_refused_at_prepare(tmp_path, capsys, ident):
+    """The probe: an id beyond 64 bits passed prepare and crashed evaluate."""
+    records = write_cuhk_pedes(tmp_path / "bench")
+    records[-1]["id"] = ident
+    error = prepare_error(tmp_path, records, capsys)
+    assert f"record {len(records) - 1} (id {ident}, " in error and "'id' must fit in 64 bits" in error
+
+
+def test_a_lone_surrogate_in_a_caption_is_one_line(tmp_path, capsys):
+    """The probe: "\\ud800" (valid JSON, not valid Unicode) crashed tokenisation."""
+    records = write_cuhk_pedes(tmp_path / "bench")
+    raw = json.dumps(records).replace("A  person 7 in a red jacket", "A  person 7 in a \\ud800 jacket", 1)
+    error = prepare_error(tmp_path, records, capsys, raw=raw)
+    assert "record 2 (id 7, file_path 'CUHK01/0007_0.png'): caption 0 holds an unpaired surrogate" in error
+
+
+def test_deeply_nested_annotations_are_one_line(tmp_path, capsys):
+    """The probe: deeply nested JSON raised RecursionError."""
+    write_cuhk_pedes(tmp_path / "bench")
+    error = prepare_error(tmp_path, [], capsys, raw="[" * 100_000 + "]" * 100_000)
+    assert error == f"error: {tmp_path / 'bench' / 'reid_raw.json'}: not valid JSON (nested too deeply)"
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A phone JPEG stored sideways with an EXIF orientation tag loads upright (the way viewers show it)."""
+    from acsa.data.images import load_image
+    from acsa.reports.views import Explained
+
+    upright = np.zeros((16, 8, 3), dtype=np.uint8)  # 8 wide, 16 tall: red head, blue feet
+    upright[:8, :, 0] = 255
+    upright[8:, :, 2] = 255
+    stored = Image.fromarray(np.rot90(upright, k=1).copy())  # rotated 90 degrees anticlockwise: 16 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    loaded = np.asarray(load_image(tmp_path / "phone.jpg"))
+    assert loaded.shape == (16, 8, 3)
+    assert loaded[2, 4, 0] > 200 and loaded[13, 4, 2] > 200  # red on top, blue at the bottom
+    gallery = {"image_size": [16, 8], "image_paths": ["phone.jpg"]}
+    shown = Explained(gallery, [], None, {}, None, tmp_path).image(0)  # the visualisation report's picture
+    assert shown[2, 4, 0] > 200 and shown[13, 4, 2] > 200
+
+
+@pytest.mark.parametrize("damage", ["truncated", "nested"])
+def test_a_truncated_records_file_is_one_line(smoke_run, tmp_path, capsys, damage):
+    prepared = tmp_path / "prepared"
+    shutil.copytree(smoke_run / "prepared", prepared, ignore=shutil.ignore_patterns("benchmark"))
+    for split in ("train", "test"):
+        records = prepared / split / "records.json"
+        text = records.read_text()
+        records.write_text(text[:-100] if damage == "truncated" else "[" * 100_000 + "]" * 100_000)
+    splits = prepared / "test" / "records.json"
+    sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
+    features = ["--features", str(smoke_run / "features")]
+    argv = ["--params", str(REPO / "params.yaml"), *sets, "--prepared", str(prepared), *features]
+    error = cli_error(
+        evaluate.main, [*argv, "--model", str(smoke_run / "model"), "--out", str(tmp_path / "e")], capsys
+    )
+    assert error.startswith(f"error: {splits}: not valid JSON (")
+    assert ("line 1" if damage == "truncated" else "nested too deeply") in error
+    splits = prepared / "train" / "records.json"
+    error = cli_error(
+        train.main, [*argv, "--out", str(tmp_path / "m"), "--checkpoints", str(tmp_path / "c")], capsys
+    )
+    assert error.startswith(f"error: {splits}: not valid JSON (")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: {**f, "phrases": f["phrases"][:1]}, "phrases has 1 rows, the split indexes"),
+        (lambda f: {k: v for k, v in f.items() if k != "phrases"}, "no 'phrases' features"),
+        (lambda f: {**f, "phrases": f["phrases"][:, :10]}, "phrases are 10 wide but sentence 384"),
+        (lambda f: {**f, "sentence": f["sentence"].long()}, "sentence: expected float"),
+        (lambda f: {**f, "sentence": f["sentence"][:, None]}, "sentence: expected 2 dimensions"),
+    ],
+)
+def test_a_feature_mismatch_is_one_line(tiny_prepared, tmp_path, capsys, change, message):
+    """The probe: features whose rows or widths do not fit the prepared splits ended in tracebacks."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    source = tiny_prepared / "features" / "train.safetensors"
+    with safe_open(str(source), framework="pt") as f:
+        metadata = f.metadata()  # the hash of the tokens they encode: only the tensors are damaged
+    features = tmp_path / "features"
+    shutil.copytree(tiny_prepared / "features", features)
+    broken = features / "train.safetensors"
+    save_file({k: v.contiguous() for k, v in change(load_file(str(source))).items()}, str(broken), metadata)
+    argv = [*train_argv(tiny_prepared, tmp_path), "--features", str(features)]
+    error = cli_error(train.main, argv, capsys)
+    assert error.startswith(f"error: {broken}: ") and message in error
+
+
+def test_a_text_encoder_with_custom_code_is_refused_without_a_prompt(tmp_path):
+    """The probe: a text-encoder folder whose config asks for custom code made transformers ask
+    "Do you wish to run the custom code? [y/N]" before refusing."""
+    from acsa.paths import resolve_text_encoder
+
+    encoder = tmp_path / "encoder"
+    shutil.copytree(resolve_text_encoder("minilm"), encoder)
+    config = json.loads((encoder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel", "AutoTokenizer": ["tok_evil.Evil", None]}
+    config["model_type"] = "evil"
+    (encoder / "config.json").write_text(json.dumps(config))
+    marker = tmp_path / "marker"
+    (encoder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('code ran')\n")
+    write_cuhk_pedes(tmp_path / "bench")
+    args = [*stage_args(tmp_path / "bench", [f"text.encoder={encoder}"]), "--out", str(tmp_path / "prepared")]
+    result = run_module("acsa.prepare", args, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert last_stderr_line(result) == (
+        f"error: text.encoder {str(encoder)!r}: {encoder / 'config.json'} asks for custom code (auto_map); "
+        "refusing to run code from a model folder"
+    )
+    assert "[y/N]" not in result.stderr + result.stdout and not marker.exists()
+    from acsa.model.text_encoder import TextEncoder
+
+    with pytest.raises(ConfigError, match="asks for custom code"):
+        TextEncoder(TextConfig(encoder=str(encoder)))
+
+
+def test_an_unwritable_contact_sheet_fails_before_the_swap(tmp_path, capsys):
+    """The probe: `--contact-sheet` on an unwritable path failed after the prepared folder was replaced."""
+    out = tmp_path / "prepared"
+    out.mkdir()
+    (out / "summary.json").write_text('{"previous": true}')
+    (tmp_path / "a-file").write_text("not a folder")
+    sheet = tmp_path / "a-file" / "contact.png"
+    sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
+    argv = ["--params", str(REPO / "params.yaml"), *sets, "--out", str(out), "--contact-sheet", str(sheet)]
+    error = cli_error(prepare.main, argv, capsys)
+    assert error.startswith("error: ") and "a-file" in error
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+    assert (out / "summary.json").read_text() == '{"previous": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "prepared"]
+
+
+def file_size_limit(limit: int):
+    """A preexec_fn: every file the process writes stops at `limit` bytes (EFBIG, as a full disk's ENOSPC)."""
+
+    def apply() -> None:
+        import resource
+        import signal
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize(
+    ("stage", "limit"), [("prepare", 4_000), ("embed_text", 10_000), ("train", 1_000_000), ("evaluate", 900)]
+)
+def test_a_full_disk_is_one_line_and_leaves_nothing_partial(tiny_prepared, smoke_run, tmp_path, stage, limit):
+    """The probe: a write failing midway (a full disk) ended in a traceback, in train buried under DVCLive's
+    shutdown noise. Each stage's biggest output is over `limit`."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("previous")
+    tiny = stage_args(tiny_prepared / "bench")
+    prepared = ["--prepared", str(tiny_prepared / "prepared")]
+    smoke = ["--params", str(REPO / "params.yaml"), *[arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]]
+    features = ["--features", str(smoke_run / "features")]
+    args = {
+        "prepare": [*tiny, "--out", str(out)],
+        "embed_text": [*tiny, *prepared, "--out", str(out)],
+        "train": [*train_argv(tiny_prepared, tmp_path), "--out", str(out)],
+        "evaluate": [
+            *smoke,
+            "--prepared",
+            str(smoke_run / "prepared"),
+            *features,
+            "--model",
+            str(smoke_run / "model"),
+            "--out",
+            str(out),
+        ],  # fmt: skip
+    }[stage]
+    result = run_module(f"acsa.{stage}", args, cwd=tmp_path, preexec_fn=file_size_limit(limit))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    last = last_stderr_line(result)
+    assert last.startswith("error: ") and "File too large" in last, last
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]  # the previous output, as it was
+    leftovers = [p.name for p in tmp_path.rglob("*") if ".tmp" in p.name or ".old-" in p.name]
+    assert leftovers == []
+
+
+def test_safetensors_outputs_have_the_permissions_of_json_outputs(smoke_run):
+    """The probe: safetensors files were written 0600 while JSON files were 0644 (umask 022)."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    expected = 0o666 & ~umask
+    outputs = [
+        smoke_run / "prepared" / "train" / "tokens.safetensors",
+        smoke_run / "prepared" / "train" / "records.json",
+        smoke_run / "features" / "train.safetensors",
+        smoke_run / "model" / "model.safetensors",
+        smoke_run / "model" / "train_summary.json",
+        smoke_run / "eval" / "metrics.json",
+    ]
+    assert {path.name: oct(path.stat().st_mode & 0o777) for path in outputs} == {
+        path.name: oct(expected) for path in outputs
+    }

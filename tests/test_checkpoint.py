@@ -207,11 +207,11 @@ def test_failed_write_leaves_the_previous_file_and_no_temp_file(
     save_trained(path)
     before = path.read_bytes()
 
-    def fail_half_way(tensors: dict, filename: str, metadata: dict) -> None:
+    def fail_half_way(tensors: dict, filename: Path, metadata: dict) -> None:
         Path(filename).write_bytes(b"partial")
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(ckpt, "save_file", fail_half_way)
+    monkeypatch.setattr(ckpt, "save_tensors", fail_half_way)
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(path, {"w": torch.zeros(2)}, None, {})
     assert path.read_bytes() == before

@@ -61,7 +61,7 @@ def test_study_section_and_the_seeds_of_a_configuration(tmp_path):
         ("  findings:\n    f: {a: slow, b: fast}\n", "study.findings.f.b: 'fast' is not a configuration"),
         ("  findings:\n    'a b': {a: slow, b: full}\n", "'a b' is not a name of letters"),
         ("  metric: accuracy\n", "study.metric: 'accuracy' is not one of"),
-        ("  main: other\n", "study.main: 'other' is not one of study.configurations"),
+        ("  findings:\n    g: {a: full}\n", "study.findings.g: expected {a: CONFIGURATION, b: CONFIGURATION}"),
         ("  confidence: 95\n", "study.confidence: expected a float in [0.5, 1)"),
         ("  colour: red\n", "study.colour: unknown key"),
     ],
@@ -73,8 +73,10 @@ def test_bad_study_sections_name_the_key(tmp_path, extra, message):
 
 
 def test_configuration_names_must_be_safe_in_commands(tmp_path):
-    with pytest.raises(ConfigError, match="is not a name of letters"):
+    with pytest.raises(ConfigError, match="'x; rm -rf /' is not a valid name"):
         load_study(write(tmp_path, "study:\n  configurations:\n    'x; rm -rf /': {}\n    full: {}\n"))
+    with pytest.raises(ConfigError, match="study.main: 'other' is not one of study.configurations"):
+        load_study(write(tmp_path, "study:\n  main: other\n  configurations:\n    full: {}\n"))
     with pytest.raises(ConfigError, match="sets train.seed"):
         load_study(write(tmp_path, "study:\n  configurations:\n    full: {train.seed: 3}\n"))
 
@@ -97,7 +99,11 @@ def test_float_written_without_dot_is_accepted(tmp_path):
         ("model:\n  global_text: tokens\n", "model.global_text: 'tokens' is not one of sentence, "),
         (
             "model:\n  use_image_token: false\n  use_regions: false\n  use_windows: false\n",
-            "model.use_image_token, model.use_regions, model.use_windows: all false leaves the image no",
+            "model.use_image_token: with model.use_regions and model.use_windows also false, the image would",
+        ),
+        (
+            "model:\n  use_local: false\n  attention: both\n",
+            "model.attention: 'both' has no effect with model.use_local: false",
         ),
         ("train: 3\n", "train: expected a mapping"),
         ("[1, 2]\n", "expected a mapping of sections"),

@@ -11,7 +11,7 @@ import pytest
 from conftest import REPO
 from fixtures_study import write_fake_study
 
-from acsa import explain, report
+from acsa import report
 from acsa.config import load_params
 from acsa.errors import NotebookError
 
@@ -23,26 +23,6 @@ def assert_offline(html: str) -> None:
     assert "cdnjs" not in html and "mathjax" not in html.lower()
     assert not re.search(r'(src|href)="(https?:)?//', html), "the page must not load anything from a network"
     assert 'data-mime-type="application/vnd.jupyter.stderr"' not in html  # no warning or error output
-
-
-@pytest.fixture(scope="module")
-def explained(smoke_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("explain") / "main"
-    explain.main(
-        [
-            "--model",
-            str(smoke_run / "model"),
-            "--eval",
-            str(smoke_run / "eval"),
-            "--prepared",
-            str(smoke_run / "prepared"),
-            "--features",
-            str(smoke_run / "features"),
-            "--out",
-            str(out),
-        ]
-    )
-    return out
 
 
 def test_explain_outputs(smoke_run, explained):

@@ -25,6 +25,14 @@ from acsa.reports.notebook import as_list  # noqa: E402
 from acsa.reports.study_files import load_study_data  # noqa: E402
 
 
+def shown(markdown: str) -> str:
+    """The text a reader sees of `markdown` (names and values in it are escaped: acsa.reports.markup)."""
+    from bs4 import BeautifulSoup
+    from nbconvert.filters.markdown import markdown2html
+
+    return BeautifulSoup(markdown2html(markdown), "html.parser").get_text()
+
+
 @pytest.fixture
 def study(tmp_path):
     """The fake study's files; returns the loader's arguments."""
@@ -329,8 +337,8 @@ def test_method_states_the_study_settings(study):
     )
     assert "95% interval is a percentile bootstrap (10,000 resamples" in text
     assert "the seeds of a, the seeds of b and the test identities" in text
-    assert sentences.optional(data) == (
-        "Optional configurations, not trained by `dvc repro` and not in this report: `small_swin` "
+    assert shown(sentences.optional(data)).strip() == (
+        "Optional configurations, not trained by dvc repro and not in this report: small_swin "
         "(image.backbone=swin_tiny_patch4_window7_224)."
     )
 
@@ -448,7 +456,7 @@ def test_attribute_errors_count_stated_attributes_and_top1_confusions():
     assert bag["stated"] == 2 and bag["misses_stating"] == 1 and bag["top1_differs_when_stated"] == 0.0
     assert bag["top1_differs"] == 50.0  # query 3 (no bag) got a backpack wearer
     text = views.attribute_findings(errors, min_misses=1)
-    assert "R@1 is 50.0% over 4 test queries (2 misses)" in text and "`upper.colour` (50%)" in text
+    assert "R@1 is 50.0% over 4 test queries (2 misses)" in text and "upper.colour (50%)" in shown(text)
     figures.setup()
     matplotlib.pyplot.close(views.draw_attribute_hits(errors))
     assert list(views.attribute_table(errors).index) == ["upper.colour", "carried.type"]

@@ -32,5 +32,5 @@ def test_fusion_weight_is_chosen_by_r1_on_the_given_split():
     weight, curve = choose_fusion_weight(scores, query_ids, gallery_ids, [0.0, 1.0, 4.0])
     assert weight == 1.0  # the smallest weight reaching R1 = 100
     assert [row["R1"] for row in curve] == [50.0, 100.0, 100.0]
-    results = metrics_by_kind(scores, query_ids, gallery_ids, weight)
+    results = metrics_by_kind(scores, query_ids, gallery_ids, weight, "test")
     assert results["global"]["R1"] == 50.0 and results["fused"]["R1"] == 100.0

@@ -69,7 +69,7 @@ def split_attributes(
     split: dict[str, Any], attributes: dict[str, dict[str, Any]]
 ) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
     """(per query the values its caption states, per gallery image its identity's flat attributes) of an
-    evaluation split record (splits.json)."""
+    evaluation split record (records.json)."""
     mentions = [stated_values(record["caption"]) for record in caption_records(split, attributes)]
     identities = [flat_identity(attributes[path]["identity"]) for path in split["image_paths"]]
     return mentions, identities

@@ -1,5 +1,6 @@
 """Image files of a benchmark: load one as RGB, or check that every referenced image opens.
 
+Images are turned upright by their EXIF orientation (ImageOps.exif_transpose), as viewers show them.
 Colour handling in `load_image` (images are converted, never rejected for their mode):
 - grayscale, palette, CMYK, YCbCr, 1-bit: PIL's conversion to RGB;
 - transparency (RGBA, LA, PA, palette with a transparent colour): composited on white, because the colour
@@ -15,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from acsa.data.types import Benchmark
@@ -57,12 +58,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """`image` turned the way its EXIF orientation tag says it is shown (phone cameras store sideways)."""
+    return ImageOps.exif_transpose(image)
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Open and fully decode an image as RGB; a missing, truncated or corrupt file is a DataError."""
     try:
         with Image.open(path) as image:
             image.load()
-            return to_rgb(image)
+            return to_rgb(upright(image))
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except _READ_ERRORS as err:

@@ -9,7 +9,6 @@ read when asked for: training and model selection never open the test folder (do
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from acsa.config import ImageConfig, Params
 from acsa.data.image_tables import PRELOAD_LIMIT_BYTES, ImageTable
 from acsa.data.text_features import FrozenTextSource, TokenTextSource, open_text_source
 from acsa.errors import DataError
+from acsa.storage.files import read_json
 
 
 @dataclass
@@ -51,10 +51,10 @@ class Prepared:
         """The records of split `name` (records.json)."""
         if name not in self._records:
             path = self.folder(name) / paths.RECORDS_FILE
-            try:
-                self._records[name] = json.loads(path.read_text())
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: not valid JSON ({err})") from None
+            records = read_json(path)
+            if not isinstance(records, dict) or not isinstance(records.get("image_root"), str):
+                raise DataError(f"{path}: not a prepared split (rerun the prepare stage: dvc repro prepare)")
+            self._records[name] = records
         return self._records[name]
 
     def image_root(self, name: str) -> Path:

@@ -18,9 +18,9 @@ Every problem in the annotation file is a one-line `DataError` naming the file a
 
 from __future__ import annotations
 
-import json
 import logging
 import re
+import unicodedata
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +30,7 @@ from typing import Any
 from acsa.data.images import check_images, load_image
 from acsa.data.types import Benchmark, EvalSplit, TrainSplit
 from acsa.errors import DataError, one_line
+from acsa.storage.files import parse_json
 
 __all__ = ["READERS", "check_images", "fix_full_stops", "load_image", "read_benchmark"]
 
@@ -40,6 +41,14 @@ IMAGE_DIR = "imgs"
 CUHK_FILES = ("reid_raw.json", "caption_all.json")
 ICFG_FILES = ("ICFG-PEDES.json", "ICFG_PEDES.json")
 RSTP_FILES = ("data_captions.json",)
+
+# Unicode categories that draw nothing: controls (NUL), format characters (zero-width space, BOM, joiners,
+# direction marks, soft hyphen) and separators. A caption of only these is empty; inside a caption with
+# visible characters they stay (a zero-width joiner binds an emoji sequence).
+_INVISIBLE = {"Cc", "Cf", "Zs", "Zl", "Zp"}
+# Lone UTF-16 surrogates: JSON's "\ud800" escapes decode to them, but they are not characters and no text
+# encoder takes them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # A full stop glued to the next word ("jacket.His"); two letters before it so "e.g." is left alone.
 _GLUED_FULL_STOP = re.compile(r"(?<=[A-Za-z]{2})\.(?=[A-Za-z])")
@@ -68,11 +77,10 @@ def find_annotation_file(root: Path, names: tuple[str, ...]) -> Path:
 
 def load_records(path: Path) -> list[dict[str, Any]]:
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read ({one_line(err)})") from None
+    records = parse_json(text, path)
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     return records
@@ -97,10 +105,14 @@ def parse_records(
         where = f"{source}: record {i} (id {ident!r}, {path_key} {path!r})"
         if not isinstance(path, str) or not path.strip():
             raise DataError(f"{where}: missing or empty '{path_key}'")
+        if _SURROGATE.search(path):
+            raise DataError(f"{where}: '{path_key}' holds an unpaired surrogate (not valid Unicode)")
         if not _check_relative(path):
             raise DataError(f"{where}: path escapes the dataset root (absolute or '..')")
         if not isinstance(ident, int) or isinstance(ident, bool):
             raise DataError(f"{where}: 'id' must be an integer")
+        if not -(2**63) <= ident < 2**63:  # identities become int64 tensors
+            raise DataError(f"{where}: 'id' must fit in 64 bits (a signed integer)")
         if split not in SPLITS:
             raise DataError(f"{where}: unknown split {split!r} (expected one of {', '.join(SPLITS)})")
         captions = record.get("captions")
@@ -110,9 +122,17 @@ def parse_records(
         for j, caption in enumerate(captions):
             if not isinstance(caption, str):
                 raise DataError(f"{where}: caption {j} is not a string")
+            surrogate = _SURROGATE.search(caption)
+            if surrogate:
+                raise DataError(
+                    f"{where}: caption {j} holds an unpaired surrogate ({surrogate.group()!r} at character "
+                    f"{surrogate.start()}): not valid Unicode text"
+                )
             text = " ".join((caption_fix(caption) if caption_fix else caption).split())
             if not text:
                 raise DataError(f"{where}: caption {j} is empty")
+            if all(unicodedata.category(ch) in _INVISIBLE for ch in text):
+                raise DataError(f"{where}: caption {j} is empty (only invisible characters)")
             cleaned.append(text)
         path = PurePosixPath(path).as_posix()  # "./a//b.jpg" -> "a/b.jpg"
         seen = images.get(path)

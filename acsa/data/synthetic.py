@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from acsa.config import SyntheticConfig
+from acsa.config import SyntheticConfig, check_section
 from acsa.data.synthetic_render import (
     COLOUR_RGB,
     DENIM_RGB,
@@ -483,32 +483,22 @@ def write_caption(
     return Caption(_compose(style, said, rng), style, said, noise)
 
 
-def _validate(cfg: SyntheticConfig) -> None:
-    checks = [
-        ("train_ids", cfg.train_ids >= 1, "must be >= 1"),
-        ("val_ids", cfg.val_ids >= 1, "must be >= 1"),
-        ("test_ids", cfg.test_ids >= 1, "must be >= 1"),
-        ("images_per_id", cfg.images_per_id >= 2, "must be >= 2 (the identity sampler needs 2 per id)"),
-        ("captions_per_image", cfg.captions_per_image >= 1, "must be >= 1"),
-        ("height", cfg.height >= 32, "must be >= 32 pixels"),
-        ("width", cfg.width >= 16, "must be >= 16 pixels"),
-        ("occlusion_rate", 0.0 <= cfg.occlusion_rate <= 1.0, "must be in [0, 1]"),
-        ("caption_noise_rate", 0.0 <= cfg.caption_noise_rate <= 1.0, "must be in [0, 1]"),
-        ("seed", cfg.seed >= 0, "must be >= 0"),
-    ]
+def _check_totals(cfg: SyntheticConfig) -> None:
+    """The split totals (when given) against the identities: every identity needs two images, every image a
+    caption. (Each value's own range is checked by acsa.config's rules.)"""
     ids = [cfg.train_ids, cfg.val_ids, cfg.test_ids]
     images = cfg.split_images or [n * cfg.images_per_id for n in ids]
     for key, totals, least in (
         ("split_images", cfg.split_images, [2 * n for n in ids]),
         ("split_captions", cfg.split_captions, images),
     ):
-        if totals is not None:
-            what = "identity" if key == "split_images" else "image"
-            ok = len(totals) == 3 and all(t >= m for t, m in zip(totals, least, strict=False))
-            checks.append((key, ok, f"must be [train, val, test] with at least {least} (2 per {what})"))
-    for key, ok, rule in checks:
-        if not ok:
-            raise ConfigError(f"synthetic.{key}: {rule}, got {getattr(cfg, key)!r}")
+        if totals is None:
+            continue
+        per = "2 per identity" if key == "split_images" else "1 per image"
+        if len(totals) != 3 or not all(t >= m for t, m in zip(totals, least, strict=False)):
+            raise ConfigError(
+                f"synthetic.{key}: must be [train, val, test] with at least {least} ({per}), got {totals!r}"
+            )
 
 
 def _spread(total: int, n: int, rng: np.random.Generator) -> list[int]:
@@ -599,7 +589,8 @@ def _shoot(cfg: SyntheticConfig, split_index: int, look: Look, index: int, pid: 
 
 def generate_synthetic(out_dir: Path, cfg: SyntheticConfig) -> Path:
     """Write the synthetic benchmark into `out_dir` (CUHK-PEDES layout plus attributes.json); return it."""
-    _validate(cfg)
+    check_section("synthetic", cfg)
+    _check_totals(cfg)
     out_dir = Path(out_dir)
     records: list[dict[str, Any]] = []
     attributes: dict[str, dict[str, Any]] = {}

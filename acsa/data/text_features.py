@@ -31,6 +31,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_features(
+    path: Path, key: str, sentence: torch.Tensor, phrase_key: str, phrases: torch.Tensor
+) -> None:
+    """Both tensors are float matrices [rows, D] of the same width D."""
+    for name, tensor in ((key, sentence), (phrase_key, phrases)):
+        if not tensor.is_floating_point():
+            raise DataError(f"{path}: {name}: expected float features, got {tensor.dtype}")
+        if tensor.dim() != 2:
+            raise DataError(f"{path}: {name}: expected 2 dimensions [rows, width], got {list(tensor.shape)}")
+    if sentence.shape[1] != phrases.shape[1]:
+        raise DataError(f"{path}: {phrase_key} are {phrases.shape[1]} wide but {key} {sentence.shape[1]}")
+
+
 class TextBank:
     """Frozen text features of one split: sentence [N, D] and per-caption phrases gathered from [U, D]."""
 
@@ -53,13 +66,24 @@ class TextBank:
                 "rerun the embed_text stage, e.g. dvc repro)"
             )
         features = load_file(str(features_path))
-        sentence = features["sentence"]
+        for name in ("sentence", "phrases"):
+            if name not in features:
+                raise DataError(f"{features_path}: no {name!r} features: not an embed_text output")
+        sentence, phrases = features["sentence"], features["phrases"]
+        phrase_index = torch.tensor(split["phrase_index"], dtype=torch.long)  # [N, P]
+        _check_features(features_path, "sentence", sentence, "phrases", phrases)
         if sentence.shape[0] != len(split["captions"]):
             raise DataError(
                 f"{features_path}: sentence has {sentence.shape[0]} rows but the {split_name} split has "
                 f"{len(split['captions'])} captions (stale features: rerun dvc repro)"
             )
-        return cls(sentence, features["phrases"], torch.tensor(split["phrase_index"], dtype=torch.long))
+        needed = int(phrase_index.max()) + 1 if phrase_index.numel() else 0
+        if phrases.shape[0] < needed:
+            raise DataError(
+                f"{features_path}: phrases has {phrases.shape[0]} rows, the split indexes {needed} phrases "
+                "(stale features: rerun dvc repro)"
+            )
+        return cls(sentence, phrases, phrase_index)
 
     def __len__(self) -> int:
         return self.sentence.shape[0]

@@ -32,7 +32,9 @@ def load_tokenizer(encoder: str) -> Any:
     local = Path(source).is_dir()
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
-        return AutoTokenizer.from_pretrained(source, local_files_only=local or offline)
+        return AutoTokenizer.from_pretrained(
+            source, local_files_only=local or offline, trust_remote_code=False
+        )
     except (OSError, ValueError) as err:
         reason = one_line(err)[:300]
         raise OSError(

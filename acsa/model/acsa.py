@@ -17,14 +17,14 @@ from torch import Tensor, nn
 
 from acsa import paths
 from acsa.config import LossConfig, Params, params_from_dict, params_to_dict
-from acsa.errors import ConfigError
+from acsa.errors import CheckpointError, ConfigError
 from acsa.model.cross_attention import AsymmetricCrossAttention
 from acsa.model.features import ImageFeatures, TextFeatures
 from acsa.model.image_encoder import ImageEncoder, bn_neck
 from acsa.model.losses import cmpc_loss, cmpm_loss, local_loss
 from acsa.model.phrase_pooling import PhraseAttentionPool
 from acsa.model.text_encoder import TextEncoder
-from acsa.storage.checkpoint import load_checkpoint, save_checkpoint
+from acsa.storage.checkpoint import check_finite_tensors, load_checkpoint, save_checkpoint
 
 MODEL_SECTIONS = ("image", "model", "text")  # what must match between a checkpoint and the params used ...
 TRAINING_ONLY_KEYS = {  # ... except keys that only shape training
@@ -259,12 +259,21 @@ class ACSA(nn.Module):
     def from_checkpoint(cls, path: Path, params: Params | None = None) -> ACSA:
         """The trained model saved at `path` (its file, or the folder holding model.safetensors), in eval
         mode, with `model.params` the configuration it was trained with. With `params`, refuse (ConfigError)
-        a model whose image, model or text configuration differs from it, training-only keys aside."""
+        a model whose image, model or text configuration differs from it, training-only keys aside; a weight
+        that is NaN or infinite is refused too (CheckpointError naming the file and the tensor)."""
         path = Path(path)
         if path.is_dir():
             path = path / paths.MODEL_FILE
         checkpoint = load_checkpoint(path)
-        trained = params_from_dict(checkpoint.meta["config"])
+        if not {"config", "num_classes", "text_hidden_size"} <= checkpoint.meta.keys():
+            raise CheckpointError(
+                f"{path}: not a trained model (a resume checkpoint? use {paths.MODEL_FILE})"
+            )
+        check_finite_tensors(path, checkpoint.model_state)
+        try:
+            trained = params_from_dict(checkpoint.meta["config"])
+        except ConfigError as err:
+            raise ConfigError(f"{path}: its stored configuration: {err}") from None
         if params is not None:
             current, stored = params_to_dict(params), params_to_dict(trained)
             differing = [

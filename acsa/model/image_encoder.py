@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from acsa.config import ImageConfig
+from acsa.errors import ConfigError, one_line
 from acsa.model.features import ImageFeatures
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ def create_backbone(
     classifier dropped). Models with a fixed input size (Swin, ViT) are built for `height` x `width`.
     """
     model_kwargs: dict[str, Any] = {}
+    if name not in BACKBONE_ALIASES and not timm.is_model(name):
+        aliases = ", ".join(BACKBONE_ALIASES)
+        raise ConfigError(f"image.backbone: {name!r} is not a timm model (nor {aliases})")
     if name in BACKBONE_ALIASES:
         name, model_kwargs = BACKBONE_ALIASES[name]
         model_kwargs = dict(model_kwargs)
@@ -91,7 +95,11 @@ def create_backbone(
         state = load_state_dict_file(pretrained_path)
         model_kwargs["pretrained_cfg_overlay"] = {"state_dict": state}
         log.info("backbone %s: loading weights from %s", name, pretrained_path)
-    return timm.create_model(name, pretrained=bool(pretrained_path), features_only=True, **model_kwargs)
+    try:
+        return timm.create_model(name, pretrained=bool(pretrained_path), features_only=True, **model_kwargs)
+    except TypeError as err:  # a keyword the constructor does not take
+        why = one_line(err)
+        raise ConfigError(f"image.backbone_kwargs: {name} does not accept {kwargs} ({why})") from None
 
 
 def band_weights(height: int, bands: tuple[tuple[float, float], ...], like: Tensor) -> Tensor:
@@ -151,12 +159,12 @@ class ImageEncoder(nn.Module):
         channels = self.backbone.feature_info.channels()
         num_stages = len(channels)
         if not -num_stages <= cfg.window_stage < num_stages:
-            raise ValueError(
+            raise ConfigError(
                 f"image.window_stage: {cfg.window_stage} outside the {num_stages} feature stages"
             )
         self.window_stage = cfg.window_stage % num_stages
         if len(self.window_grid) != 2 or min(self.window_grid) < 1:
-            raise ValueError(f"image.window_grid: expected [rows, cols] >= 1, got {list(cfg.window_grid)}")
+            raise ConfigError(f"image.window_grid: expected [rows, cols] >= 1, got {list(cfg.window_grid)}")
         last = channels[-1]
 
         self.global_proj = nn.Linear(last, embed_dim)
@@ -169,7 +177,7 @@ class ImageEncoder(nn.Module):
         elif cfg.parts == "stripes":
             region_dims = [last] * len(REGION_NAMES)
         else:
-            raise ValueError(f"image.parts: {cfg.parts!r} is not one of stripes, channels")
+            raise ConfigError(f"image.parts: {cfg.parts!r} is not one of stripes, channels")
         self.region_heads = nn.ModuleList(_head(dim, embed_dim, dropout) for dim in region_dims)
         # windows are interchangeable (any grid), so they share one head
         self.window_head = _head(channels[self.window_stage], embed_dim, dropout)

@@ -32,10 +32,13 @@ class TextEncoder(nn.Module):
             from transformers import AutoConfig, AutoModel
 
             source = resolve_text_encoder(cfg.encoder)
+            # never run a model's own Python code (nor ask whether to): resolve_text_encoder refuses a local
+            # folder that asks for it, and transformers refuses a hub model that does
             if pretrained:
-                model = AutoModel.from_pretrained(source)
+                model = AutoModel.from_pretrained(source, trust_remote_code=False)
             else:
-                model = AutoModel.from_config(AutoConfig.from_pretrained(source))
+                config = AutoConfig.from_pretrained(source, trust_remote_code=False)
+                model = AutoModel.from_config(config, trust_remote_code=False)
         self.model = model
         if not self.finetune:
             self.model.requires_grad_(False)

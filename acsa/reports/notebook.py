@@ -6,6 +6,7 @@ offline (code hidden, figures embedded as PNG, no script from a CDN)."""
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,41 @@ OFFLINE_TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 
 
+# What sanitised HTML may hold (nbconvert's own list has no headings, paragraphs or table parts, and would
+# show them as text): structure and formatting only; no script, style, form, frame, image or event
+# attribute, and links only to http(s), mail or the page itself. Figures are not affected: nbconvert writes
+# PNG outputs as <img> outside the sanitised HTML.
+_TAGS = [
+    *("a", "abbr", "b", "blockquote", "br", "code", "del", "div", "em", "hr", "i", "li", "ol", "p", "pre"),
+    *("span", "strong", "sub", "sup", "ul", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6"),
+    *("table", "caption", "thead", "tbody", "tfoot", "tr", "th", "td"),
+]
+_ATTRIBUTES = {"*": ["class", "id", "title"], "a": ["href"], "th": ["colspan", "rowspan"], "td": ["colspan"]}
+_STYLE_BLOCK = re.compile(r"<style\b[^>]*>.*?</style\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def clean_html(element: str | bytes) -> str:
+    """nbconvert's `clean_html` filter for the reports: markup outside the lists above is shown as text.
+    Style blocks (pandas writes one before each table) are dropped first: their CSS would show as text."""
+    import bleach
+
+    text = element.decode() if isinstance(element, bytes) else str(element)
+    text = _STYLE_BLOCK.sub("", text)
+    return bleach.clean(text, tags=_TAGS, attributes=_ATTRIBUTES, protocols=["http", "https", "mailto"])
+
+
 def render_html(executed: Path, html: Path, title: str) -> None:
     """The executed notebook as one standalone page: no code (--no-input), figures as embedded PNG, no script
-    fetched from a network (--HTMLExporter.mathjax_url= --HTMLExporter.require_js_url=, and no mermaid)."""
+    fetched from a network (--HTMLExporter.mathjax_url= --HTMLExporter.require_js_url=, and no mermaid), and
+    the HTML of Markdown cells and outputs sanitised (`clean_html`): what a helper writes from data is
+    escaped already (acsa.reports.markup), and nothing a notebook outputs can run in the reader's browser."""
     import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(
+        sanitize_html=True,
+        filters={"clean_html": clean_html},
         exclude_input=True,
         exclude_input_prompt=True,
         exclude_output_prompt=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from acsa.analysis.findings import BETTER, NO_DIFFERENCE, PLATEAU_GAIN, WORSE
+from acsa.reports.markup import markdown_text
 from acsa.reports.study_files import METRIC_NAMES, StudyData
 from acsa.reports.tables import describe, interval, ladder, number, seed_list, signed
 
@@ -53,7 +54,7 @@ def optional(data: StudyData) -> str:
     """The optional configurations (known to --configuration / --study, not trained by dvc repro)."""
     if not data.study.optional:
         return ""
-    listed = "; ".join(f"`{name}` ({describe(o)})" for name, o in data.study.optional.items())
+    listed = "; ".join(f"`{name}` ({markdown_text(describe(o))})" for name, o in data.study.optional.items())
     return f"Optional configurations, not trained by `dvc repro` and not in this report: {listed}."
 
 
@@ -321,7 +322,7 @@ def fair_text_side(data: StudyData) -> str:
         )
     paragraphs = []
     for f in fair:
-        label = f"`{f}` ({describe(data.overrides(f))})"
+        label = f"`{f}` ({markdown_text(describe(data.overrides(f)))})"
         for p in plain:
             r = _finding_between(data, f, p)
             if r is not None:

@@ -3,7 +3,7 @@ queries, and draw rankings, phrase attention over the image, the t-SNE map and a
 
 Inputs (the explain stage's outputs, docs/data.md): EXPLAIN_DIR/gallery.json, queries.json,
 attention.safetensors, embedding.json, attribute_errors.json; the gallery images come from the prepared
-benchmark's image root (splits.json). No torch import, so a notebook kernel starts fast.
+benchmark's image root (test/records.json). No torch import, so a notebook kernel starts fast.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageOps
 
+from acsa.reports.markup import markdown_code, markdown_text
 from acsa.reports.notebook import as_list
 
 MATCH, WRONG, OWN = "#2e9d4a", "#d62728", "#1f77b4"  # frame colours: correct, incorrect, the query's image
@@ -38,7 +39,8 @@ class Explained:
         """Gallery image `index` at the model's input size (token boxes are fractions of it)."""
         height, width = self.gallery["image_size"]
         with Image.open(self.image_root / self.gallery["image_paths"][index]) as image:
-            return np.asarray(image.convert("RGB").resize((width, height), resample=Image.BICUBIC))
+            shown = ImageOps.exif_transpose(image).convert("RGB")  # as the model saw it (acsa.data.images)
+            return np.asarray(shown.resize((width, height), resample=Image.BICUBIC))
 
 
 def load_explained(explain_dir: str | Path, prepared_dir: str | Path) -> Explained:
@@ -111,10 +113,11 @@ def rank_table(queries: list[dict]) -> pd.DataFrame:
 def case_markdown(explained: Explained, query: int) -> str:
     q = explained.queries[query]
     outcome = "success" if q["rank"] == 1 else "failure"
-    phrases = " · ".join(f"`{p}`" for p in q["phrases"]) or "(none)"
+    phrases = " · ".join(markdown_code(p) for p in q["phrases"]) or "(none)"
     return (
         f"#### Query {query} — {outcome}: first match at rank {q['rank']} (global score alone: "
-        f"{q['global_rank']}), identity {q['id']}\n\n> {q['caption']}\n\nNoun phrases: {phrases}"
+        f"{q['global_rank']}), identity {markdown_text(q['id'])}\n\n> {markdown_text(q['caption'])}\n\n"
+        f"Noun phrases: {phrases}"
     )
 
 
@@ -312,7 +315,9 @@ def attribute_findings(errors: dict[str, Any], top: int = 3, min_misses: int = 5
     kept = sorted(rows, key=lambda a: a["top1_differs_when_stated"])[:top]
 
     def listed(attributes: list[dict]) -> str:
-        return ", ".join(f"`{a['attribute']}` ({a['top1_differs_when_stated']:.0f}%)" for a in attributes)
+        return ", ".join(
+            f"{markdown_code(a['attribute'])} ({a['top1_differs_when_stated']:.0f}%)" for a in attributes
+        )
 
     noise = errors["by_caption_noise"]
     text = (

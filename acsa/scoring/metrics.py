@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from acsa.errors import NonFiniteError
+
 
 def _check_shapes(similarity: Tensor, query_ids, gallery_ids) -> None:
     if similarity.dim() != 2 or similarity.shape != (len(query_ids), len(gallery_ids)):
@@ -33,12 +35,27 @@ def _check_every_query_matches(matches: Tensor, start: int, query_ids: Tensor) -
         raise ValueError(f"query {query} (identity {int(query_ids[query])}) has no match in the gallery")
 
 
+def _check_finite(similarity: Tensor, name: str) -> None:
+    """Refuse NaN and infinite scores: every comparison with NaN is false, so ranks counted by comparison
+    would put every match first (R1 100, mAP and mINP above 100)."""
+    finite = torch.isfinite(similarity)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero()
+        query, image = (int(i) for i in bad[0])
+        raise NonFiniteError(
+            f"{name}: {len(bad)} of {similarity.numel()} are not finite (first: query {query}, gallery image "
+            f"{image})"
+        )
+
+
 def _query_chunks(
-    similarity: Tensor, query_ids, gallery_ids, chunk_size: int
+    similarity: Tensor, query_ids, gallery_ids, chunk_size: int, name: str
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     """Yield (first query, block [q, G] of similarities, matches [q, G] bool in gallery order), after checking
-    the shapes and that every query has a match."""
+    the shapes, that every score is finite (`name` says whose in the error) and that every query has a
+    match."""
     _check_shapes(similarity, query_ids, gallery_ids)
+    _check_finite(similarity, name)
     query_ids = torch.as_tensor(query_ids, device=similarity.device)
     gallery_ids = torch.as_tensor(gallery_ids, device=similarity.device)
     for start in range(0, similarity.shape[0], chunk_size):
@@ -48,10 +65,10 @@ def _query_chunks(
 
 
 def _ranked_matches(
-    similarity: Tensor, query_ids: Tensor, gallery_ids: Tensor, chunk_size: int
+    similarity: Tensor, query_ids: Tensor, gallery_ids: Tensor, chunk_size: int, name: str
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     """Yield (first query, order [q, G] gallery indices best first, matches [q, G] bool in that order)."""
-    for start, block, matches in _query_chunks(similarity, query_ids, gallery_ids, chunk_size):
+    for start, block, matches in _query_chunks(similarity, query_ids, gallery_ids, chunk_size, name):
         order = torch.sort(block, dim=1, descending=True, stable=True).indices  # [q, G]
         yield start, order, matches.gather(1, order)
 
@@ -92,53 +109,23 @@ def _match_ranks(block: Tensor, matches: Tensor) -> Tensor:
     return torch.where(real, ranks, float("inf")).sort(dim=1).values
 
 
-def rank_metrics(
-    similarity: Tensor,
-    query_ids: Tensor | Sequence[int],
-    gallery_ids: Tensor | Sequence[int],
-    ks: Sequence[int] = (1, 5, 10),
-    chunk_size: int = 256,
-) -> dict[str, float]:
-    """R@K for each K, mAP and mINP in percent from similarity [Q, G] (higher = more similar).
-
-    R@K: share of queries with a match in the top K. AP: mean over a query's matches of the precision at the
-    rank of each match. INP: number of matches / rank of the last match. Computed from the ranks of the
-    matches alone (see `_match_ranks`), equal to sorting each row stably.
-    """
-    if similarity.shape[0] == 0:
-        raise ValueError("rank_metrics: no queries")
-    hits = {k: 0.0 for k in ks}
-    ap_sum = inp_sum = 0.0
-    for _, block, matches in _query_chunks(similarity, query_ids, gallery_ids, chunk_size):
-        ranks = _match_ranks(block, matches)  # [q, M] ascending, +inf padding
-        real = torch.isfinite(ranks)
-        num_matches = real.sum(dim=1).double()
-        for k in ks:
-            hits[k] += float((ranks[:, 0] <= k).sum())
-        order = torch.arange(1, ranks.shape[1] + 1, device=ranks.device, dtype=ranks.dtype)  # i-th match
-        precision = torch.where(real, order / ranks, 0.0)
-        ap_sum += float((precision.sum(dim=1) / num_matches).sum())
-        last_rank = torch.where(real, ranks, 0.0).amax(dim=1)
-        inp_sum += float((num_matches / last_rank).sum())
-    num_queries = similarity.shape[0]
-    metrics = {f"R{k}": 100.0 * hits[k] / num_queries for k in ks}
-    metrics["mAP"] = 100.0 * ap_sum / num_queries
-    metrics["mINP"] = 100.0 * inp_sum / num_queries
-    return metrics
-
-
 def per_query_metrics(
     similarity: Tensor,
     query_ids: Tensor | Sequence[int],
     gallery_ids: Tensor | Sequence[int],
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 256,
+    name: str = "scores",
 ) -> dict[str, Tensor]:
-    """Each query's contribution to `rank_metrics`, in percent ([Q] float64 per metric): R@K 100 or 0, its
-    average precision and its INP; the mean over queries is `rank_metrics`. The findings' bootstrap resamples
-    these."""
-    parts: dict[str, list[Tensor]] = {name: [] for name in [*(f"R{k}" for k in ks), "mAP", "mINP"]}
-    for _, block, matches in _query_chunks(similarity, query_ids, gallery_ids, chunk_size):
+    """Each query's share of the metrics, in percent ([Q] float64 per metric, on the CPU): R@K 100 if a
+    match is in the top K, else 0; its average precision (the mean over its matches of the precision at each
+    match's rank); its INP (number of matches / rank of the last match). Computed from the ranks of the
+    matches alone (see `_match_ranks`), equal to sorting each row stably. A NaN or infinite score raises
+    NonFiniteError naming `name` (e.g. "test fused scores"). The findings' bootstrap resamples these."""
+    if similarity.shape[0] == 0:
+        raise ValueError(f"{name}: no queries")
+    parts: dict[str, list[Tensor]] = {metric: [] for metric in [*(f"R{k}" for k in ks), "mAP", "mINP"]}
+    for _, block, matches in _query_chunks(similarity, query_ids, gallery_ids, chunk_size, name):
         ranks = _match_ranks(block, matches)  # [q, M] ascending, +inf padding
         real = torch.isfinite(ranks)
         num_matches = real.sum(dim=1).double()
@@ -149,7 +136,25 @@ def per_query_metrics(
         parts["mAP"].append(100.0 * precision.sum(dim=1) / num_matches)
         last_rank = torch.where(real, ranks, 0.0).amax(dim=1)
         parts["mINP"].append(100.0 * num_matches / last_rank)
-    return {name: torch.cat(values).cpu() for name, values in parts.items()}
+    return {metric: torch.cat(values).cpu() for metric, values in parts.items()}
+
+
+def rank_metrics(
+    similarity: Tensor,
+    query_ids: Tensor | Sequence[int],
+    gallery_ids: Tensor | Sequence[int],
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 256,
+    name: str = "scores",
+) -> dict[str, float]:
+    """R@K for each K, mAP and mINP in percent from similarity [Q, G] (higher = more similar): the means over
+    queries of `per_query_metrics`. Every metric lies in [0, 100]."""
+    per_query = per_query_metrics(similarity, query_ids, gallery_ids, ks, chunk_size, name)
+    metrics = {metric: float(values.mean()) for metric, values in per_query.items()}
+    outside = {key: value for key, value in metrics.items() if not 0.0 <= value <= 100.0}
+    if outside:  # ranks are >= 1 and a match's rank >= its place among the matches: a bug if this fails
+        raise AssertionError(f"{name}: metrics outside [0, 100]: {outside}")
+    return metrics
 
 
 @dataclass
@@ -164,10 +169,12 @@ def per_query_ranks(
     gallery_ids: Tensor | Sequence[int],
     top: int = 10,
     chunk_size: int = 256,
+    name: str = "scores",
 ) -> QueryRanks:
-    """Each query's top-`top` gallery images and the rank of its first match (for reports and galleries)."""
+    """Each query's top-`top` gallery images and the rank of its first match (for reports and galleries);
+    non-finite scores raise NonFiniteError naming `name`."""
     tops, firsts = [], []
-    for _, order, matches in _ranked_matches(similarity, query_ids, gallery_ids, chunk_size):
+    for _, order, matches in _ranked_matches(similarity, query_ids, gallery_ids, chunk_size, name):
         tops.append(order[:, :top])
         firsts.append(matches.int().argmax(dim=1) + 1)  # argmax returns the first maximum
     return QueryRanks(top_indices=torch.cat(tops), first_match_rank=torch.cat(firsts))

@@ -116,31 +116,45 @@ def score_split(
 
 
 def choose_fusion_weight(
-    scores: Scores, query_ids: torch.Tensor, gallery_ids: torch.Tensor, weights: list[float]
+    scores: Scores,
+    query_ids: torch.Tensor,
+    gallery_ids: torch.Tensor,
+    weights: list[float],
+    split: str = "val",
 ) -> tuple[float, list[dict]]:
-    """Pick the weight with the best R1 (then mAP) on these scores — call it on the validation split only."""
+    """Pick the weight with the best R1 (then mAP) on these scores — call it on the validation split only
+    (`split` names it when a score is not finite)."""
     curve = []
     for weight in weights:
-        metrics = rank_metrics(scores.fused(weight), query_ids, gallery_ids)
+        name = f"{split} fused scores (fusion weight {weight:g})"
+        metrics = rank_metrics(scores.fused(weight), query_ids, gallery_ids, name=name)
         curve.append({"weight": weight, **metrics})
     best = max(curve, key=lambda row: (row["R1"], row["mAP"], -abs(row["weight"])))
     return float(best["weight"]), curve
 
 
-def metrics_by_kind(scores: Scores, query_ids, gallery_ids, weight: float) -> dict[str, dict[str, float]]:
-    """R@K/mAP/mINP of the global, local and fused scores."""
-    results = {"global": rank_metrics(scores.global_, query_ids, gallery_ids)}
+def metrics_by_kind(
+    scores: Scores, query_ids, gallery_ids, weight: float, split: str
+) -> dict[str, dict[str, float]]:
+    """R@K/mAP/mINP of the global, local and fused scores of `split` (named when a score is not finite)."""
+    kinds = {"global": scores.global_}
     local = scores.local_only()
     if local is not None:
-        results["local"] = rank_metrics(local, query_ids, gallery_ids)
-        results["fused"] = rank_metrics(scores.fused(weight), query_ids, gallery_ids)
-    return results
+        kinds |= {"local": local, "fused": scores.fused(weight)}
+    return {
+        kind: rank_metrics(similarity, query_ids, gallery_ids, name=f"{split} {kind} scores")
+        for kind, similarity in kinds.items()
+    }
 
 
-def rankings(scores: Scores, weight: float, query_ids, gallery_ids, top: int = 10) -> list[dict]:
+def rankings(
+    scores: Scores, weight: float, query_ids, gallery_ids, top: int = 10, split: str = "test"
+) -> list[dict]:
     """Per query: top gallery indices and 1-based rank of the first match, fused and global."""
-    fused = per_query_ranks(scores.fused(weight), query_ids, gallery_ids, top=top)
-    global_ = per_query_ranks(scores.global_, query_ids, gallery_ids, top=top)
+    fused = per_query_ranks(
+        scores.fused(weight), query_ids, gallery_ids, top=top, name=f"{split} fused scores"
+    )
+    global_ = per_query_ranks(scores.global_, query_ids, gallery_ids, top=top, name=f"{split} global scores")
     return [
         {
             "query": q,

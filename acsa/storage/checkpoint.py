@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from acsa.errors import CheckpointError, one_line
+from acsa.storage.files import save_tensors
 
 FORMAT_VERSION = "1"
 _FORMAT, _VERSION, _STRUCTURE = "acsa.format", "acsa.format_version", "acsa.structure"
@@ -103,7 +103,7 @@ def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(_storable(tensors), tmp_name, metadata=metadata)
+        save_tensors(_storable(tensors), Path(tmp_name), metadata=metadata)
         with open(tmp_name, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -160,6 +160,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     return Checkpoint(decoded["model"], decoded["optimizer"], decoded["meta"])
 
 
+def check_finite_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
+    """Raise CheckpointError naming the first float tensor of `tensors` (read from `path`) that holds a NaN or
+    an infinity: training never saves such weights, so the file is damaged (one flipped bit can make a float
+    NaN, and a model of NaN scores would rank every match first)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CheckpointError(
+                    f"{path}: tensor {name} holds {bad} NaN or infinite values (a damaged file: retrain it, "
+                    "dvc repro)"
+                )
+
+
 def check_checkpoint(path: Path) -> None:
     """Raise CheckpointError unless `path` is a checkpoint that opens and parses (header, structure)."""
     path = Path(path)
@@ -210,6 +224,8 @@ def _parse_json(path: Path, metadata: dict[str, str], key: str) -> Any:
         return json.loads(metadata[key])
     except (KeyError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: metadata {key} missing or not JSON ({one_line(err)})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: metadata {key} is nested too deeply") from None
 
 
 def _decode_all(path: Path, structure: Any, stored: set[str], get_tensor: Callable[[str], Any]) -> Any:
@@ -239,6 +255,8 @@ def _decode_all(path: Path, structure: Any, stored: set[str], get_tensor: Callab
         raise
     except (TypeError, ValueError, KeyError, SafetensorError) as err:  # a structure this code did not write
         raise CheckpointError(f"{path}: malformed structure ({one_line(err)})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: malformed structure (nested too deeply)") from None
     if used != stored:
         raise CheckpointError(f"{path}: {len(stored - used)} stored tensors are not named in the structure")
     return decoded

@@ -23,12 +23,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from acsa.config import Params, params_to_dict
+from acsa.config import Params, TrainConfig, params_to_dict
 from acsa.data.image_tables import RowImages
 from acsa.data.prepared import Prepared, Split, load_prepared, read_split
 from acsa.data.sampler import IdentityBatchSampler
 from acsa.data.text_features import text_statistics
-from acsa.errors import ConfigError, NonFiniteLossError
+from acsa.errors import ConfigError, NonFiniteError, NonFiniteLossError
 from acsa.model.acsa import ACSA
 from acsa.paths import RECORDS_FILE, TOKENS_FILE, features_file
 from acsa.runtime import resolve_device, seed_everything, set_threads
@@ -65,7 +65,7 @@ def validate(model: ACSA, params: Params, split: Split, device: torch.device) ->
     scores = score_split(model, split, params.evaluate, device)
     query_ids, gallery_ids = split.query_ids, split.gallery_ids
     weight, curve = choose_fusion_weight(scores, query_ids, gallery_ids, params.evaluate.fusion_weights)
-    results = metrics_by_kind(scores, query_ids, gallery_ids, weight)
+    results = metrics_by_kind(scores, query_ids, gallery_ids, weight, "val")
     flat = {f"val/{kind}/{key}": value for kind, metrics in results.items() for key, value in metrics.items()}
     flat["val/fusion_weight"] = weight
     flat["val/selection_R1"] = results.get("fused", results["global"])["R1"]
@@ -104,10 +104,26 @@ def training_inputs(prepared: Prepared, features: Path, params: Params) -> list[
     return files
 
 
+def check_batch_fits(cfg: TrainConfig, num_ids: int) -> None:
+    """Every batch holds train.batch_size / train.images_per_id identities (the identity sampler)."""
+    ids_per_batch = cfg.batch_size // cfg.images_per_id
+    if ids_per_batch > num_ids:
+        raise ConfigError(
+            f"train.batch_size: {cfg.batch_size} / train.images_per_id {cfg.images_per_id} = {ids_per_batch} "
+            f"identities per batch, but the training split has {num_ids} identities"
+        )
+
+
 def epoch_seeds(seed: int, epoch: int, rank: int) -> tuple[int, int]:
     """(global RNG seed: dropout; augmentation generator seed) of one epoch on one rank."""
     first, second = np.random.SeedSequence([seed, epoch, rank]).generate_state(2)
     return int(first), int(second)
+
+
+def _stopped(what: str, kept: Path | None) -> NonFiniteLossError:
+    """`what` went wrong (it says when): training stops, `kept` (the newest checkpoint) is what remains."""
+    where = f"{kept} is kept" if kept is not None else "no checkpoint was written yet"
+    return NonFiniteLossError(f"{what}: training stopped ({where}); lower train.lr or check the data")
 
 
 def check_finite(
@@ -121,10 +137,40 @@ def check_finite(
         ", ".join(f"{name} is {value}" for name, value in bad.items())
         or "a loss is not finite on another rank"
     )
-    where = f"{kept} is kept" if kept is not None else "no checkpoint was written yet"
-    raise NonFiniteLossError(
-        f"{what} at epoch {epoch}, step {step}: training stopped ({where}); lower train.lr or check the data"
-    )
+    raise _stopped(f"{what} at epoch {epoch}, step {step}", kept)
+
+
+class FiniteWeights:
+    """Whether a model's weights and float buffers (BatchNorm statistics) are all finite, checked after every
+    optimizer step: a step can break them while the loss that led to it was finite, and a model of NaN
+    weights must never be validated or saved. One fused reduction (`torch._foreach_norm`: the L2 norm of
+    every tensor, a NaN or an infinity makes it non-finite) and one host synchronisation per step, a small
+    fraction of a percent of a step; a norm that overflows float32 (values of ~1e19 and more) counts as
+    broken too, since such weights overflow the features. The L2 norm, not the max-abs one: torch's CPU
+    kernel for ord=inf is several times slower."""
+
+    def __init__(self, model: nn.Module) -> None:
+        named = [*model.named_parameters(), *model.named_buffers()]
+        self.named = [(name, tensor) for name, tensor in named if tensor.is_floating_point()]
+
+    def first_broken(self) -> str | None:
+        """'<name> is not finite' (or '... overflows') for the first broken tensor; None when all are fine."""
+        norms = torch._foreach_norm([tensor.detach() for _, tensor in self.named])
+        if bool(torch.stack(norms).isfinite().all()):
+            return None
+        for (name, tensor), norm in zip(self.named, norms, strict=True):
+            if not norm.isfinite():
+                if bool(tensor.detach().isfinite().all()):
+                    return f"{name} overflows (its norm is beyond float32)"
+                return f"{name} is not finite"
+        return None
+
+    def check(self, epoch: int, step: int, ctx: Dist, device: torch.device, kept: Path | None) -> None:
+        """Raise NonFiniteLossError, on every rank at once, when a weight is broken on any rank."""
+        broken = self.first_broken()
+        if not all_agree(broken is None, ctx, device):
+            what = broken or "a weight is not finite on another rank"
+            raise _stopped(f"{what} after step {step} (epoch {epoch})", kept)
 
 
 # ---- the loop ----------------------------------------------------------------------------------------------
@@ -146,6 +192,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
     seed_everything(cfg.seed)
     set_threads(cfg.threads)
     prepared = load_prepared(paths.prepared)  # only the train and val folders are ever read here
+    check_batch_fits(cfg, len(prepared.split("train")["original_ids"]))
     train = read_split(prepared, paths.features, "train", params)
     has_val = prepared.has("val")
     if not has_val and ctx.is_main:
@@ -177,6 +224,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
         total_steps = min(total_steps, cfg.max_steps)
     labels = torch.tensor(train.records["labels"])
     step_fn = wrap(TrainStep(model, train.text, labels, params.loss, ctx), ctx)
+    weights = FiniteWeights(model)
 
     folder = CheckpointFolder(paths.checkpoints)
     config = params_to_dict(params)
@@ -199,11 +247,16 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
                 break
             sampler.set_epoch(epoch)
             kept = folder.epoch_path(epoch - 1) if epoch > 0 else None
-            logged = train_epoch(params, step_fn, loader, optimizer, state, epoch, total_steps, ctx, kept)
+            logged = train_epoch(
+                params, step_fn, loader, optimizer, state, epoch, total_steps, ctx, kept, weights
+            )
             if ctx.is_main:
                 choices = None
                 if val is not None:
-                    flat, choices = validate(model, params, val, device)
+                    try:
+                        flat, choices = validate(model, params, val, device)
+                    except NonFiniteError as err:  # finite weights whose features overflow
+                        raise _stopped(f"{err} after epoch {epoch}", kept) from None
                     logged.update(flat)
                 save_epoch(folder, model, optimizer, state, logged, config, data, choices)
                 log_epoch(live, logged)
@@ -236,10 +289,12 @@ def train_epoch(
     total_steps: int,
     ctx: Dist,
     kept: Path | None,
+    weights: FiniteWeights,
 ) -> dict[str, float]:
     """One epoch (or what `total_steps` leaves of it); returns its mean loss terms, throughput and lr.
 
-    `kept` is the newest checkpoint, named when a non-finite loss stops the run.
+    `kept` is the newest checkpoint, named when a non-finite loss or weight (`weights`, checked after every
+    step) stops the run.
     """
     cfg = params.train
     device = next(step_fn.parameters()).device
@@ -267,6 +322,7 @@ def train_epoch(
                 check_finite, epoch=epoch, step=state.step, ctx=ctx, device=device, kept=kept
             ),
         )
+        weights.check(epoch, state.step, ctx, device, kept)
         state.step += 1
         batches += 1
         for name, value in losses.items():
