@@ -108,6 +108,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    compile: bool = False  # torch.compile the training step (inductor; C++ compiler needed, else eager)
     nproc_per_node: int = (
         1  # processes (GPUs) on this machine; > 1: acsa.train starts them (torchrun --standalone)
     )

@@ -40,7 +40,12 @@ import sys
 
 import torch
 
-torch.optim.AdamW = lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+
+def sgd(params, lr, weight_decay, **_):
+    return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+
+
+torch.optim.AdamW = sgd
 torch.set_default_dtype(torch.float64)
 from acsa import train
 from acsa.cli import run_stage
@@ -58,7 +63,7 @@ COMPARABLE = [
 ]
 
 
-def sgd(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def sgd(params, lr: float, weight_decay: float, **_) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
 
 
