@@ -17,9 +17,17 @@ import yaml
 from acsa.kernels.local_similarity import minhash_order
 from acsa.scoring import metrics as acsa_metrics
 from acsa.scoring.metrics import rank_metrics
+from acsa.training.step import PHASES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository
-from benchmarks import gpu_check, local_similarity, repro_time, scaling, train_speed  # noqa: E402
+from benchmarks import (  # noqa: E402
+    gpu_check,
+    local_similarity,
+    repro_time,
+    scaling,
+    train_profile,
+    train_speed,
+)
 from benchmarks.common import REPO, format_table, peak_memory  # noqa: E402
 from benchmarks.problems import make_problem, tied_cross_attention  # noqa: E402
 
@@ -272,3 +280,34 @@ runpy.run_path("benchmarks/gpu_check.py", run_name="__main__")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "gpu.json").read_text())["evaluation"]["status"] == "ok"
+
+
+def test_train_profile_breaks_a_step_down(tmp_path, smoke_run):
+    args = ["--threads=1", "--concurrent=0", "--batch=4", "--warmup=1", "--steps=2", "--repeats=1"]
+    sizes = ["--set=synthetic.train_ids=8", "--set=train.epochs=1", f"--prepared={smoke_run / 'prepared'}"]
+    summary = train_profile.main([*args, *sizes, "--in-process", f"--out={tmp_path / 'p.json'}"])
+    (profile,) = summary["profiles"]
+    ms = profile["categories_ms"]
+    assert all(value >= 0 for value in ms.values())
+    assert ms["image encoder: convolutions"] > 0 and ms["optimizer (AdamW)"] > 0
+    assert ms["loss heads: local similarity, CMPM, CMPC"] > 0
+    assert sum(ms.values()) == pytest.approx(1000 * profile["profiled_step_s"], rel=0.01)
+    assert profile["flops_per_step"] > 1e8 and 0 < profile["fraction_of_cores"]
+    (row,) = summary["rows"]
+    assert row["pairs/s"] > 0 and row["GFLOP/step"] == pytest.approx(profile["flops_per_step"] / 1e9)
+    assert summary["decode"]["images"] == 32 and summary["decode"]["split_images"] == 8 * 4
+    assert {phase for _, phase, _ in train_profile.CATEGORIES} <= {*PHASES, "data", None}
+
+
+def test_train_speed_baseline_is_an_export_of_a_revision(tmp_path):
+    root = train_speed.export_revision("HEAD", tmp_path)
+    assert (root / "benchmarks" / "train_speed.py").is_file() and (root / "params.yaml").is_file()
+    with pytest.raises(SystemExit, match="no-such-revision"):
+        train_speed.export_revision("no-such-revision", tmp_path)
+    args = train_speed.parser().parse_args(["--set=train.lr=0.1", "--batch=4"])
+    assert "--set=train.lr=0.1" in train_speed.worker_args(args, "default-frozen", 1, baseline=False)
+    assert train_speed.worker_args(args, "default-frozen", 1, baseline=True) == [
+        "--config=default-frozen",
+        "--threads=1",
+        "--batch=4",
+    ]
