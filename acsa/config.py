@@ -143,6 +143,7 @@ class TrainConfig:
     num_workers: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default (side-by-side study runs share the cores)
     parallel_runs: int = 0  # study runs trained side by side (acsa.train --study); 0 = all at once
+    compile: bool = False  # torch.compile the training step (inductor; C++ compiler needed, else eager)
     nproc_per_node: int = (
         1  # processes (GPUs) on this machine; > 1: acsa.train starts them (torchrun --standalone)
     )
@@ -310,6 +311,7 @@ RULES: dict[str, Rule] = {
     "train.threads": at_least(0),
     "train.nproc_per_node": POSITIVE,
     "train.parallel_runs": at_least(0),
+    "train.compile": ANY,
     "train.seed": SEED,
     "evaluate.local_mode": one_of("exact", "rerank"),
     "evaluate.rerank_k": POSITIVE,

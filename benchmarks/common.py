@@ -85,9 +85,16 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def matmul_rate(size: int = 2048, repeats: int = 3, device: str = "cpu", threads: int | None = None) -> float:
+def matmul_rate(
+    size: int = 2048,
+    repeats: int = 3,
+    device: str = "cpu",
+    threads: int | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
     """FLOP/s of the best of `repeats` fp32 [size, size] @ [size, size] products (a warm-up first), with
-    `threads` torch threads (None: as set)."""
+    `threads` torch threads (None: as set), timed by `clock` (time.thread_time with one thread: per second
+    of CPU time this thread got, which other jobs on the core do not lower)."""
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     before = torch.get_num_threads()
@@ -97,19 +104,19 @@ def matmul_rate(size: int = 2048, repeats: int = 3, device: str = "cpu", threads
         best = float("inf")
         for _ in range(repeats + 1):
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             a @ b
             sync(device)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, clock() - start)
     finally:
         torch.set_num_threads(before)
     return 2.0 * size**3 / best
 
 
-def core_rate(size: int = 2048, repeats: int = 5) -> float:
+def core_rate(size: int = 2048, repeats: int = 5, clock: Callable[[], float] = time.perf_counter) -> float:
     """fp32 matmul FLOP/s of one core (one thread, best of `repeats`): the arithmetic limit of n cores is
     n times this. One thread is not slowed by a busy partner core, so the best run is a stable figure."""
-    return matmul_rate(size, repeats, threads=1)
+    return matmul_rate(size, repeats, threads=1, clock=clock)
 
 
 def gather_rate(
@@ -191,27 +198,35 @@ def timed(fn: Callable[[], Any], device: str | torch.device = "cpu") -> tuple[An
     return value, time.perf_counter() - start
 
 
+def worker_env(env: dict[str, str] | None = None, root: Path = REPO) -> dict[str, str]:
+    """This environment plus `env`, with `root` (a checkout of the repository) first on PYTHONPATH."""
+    env = {**os.environ, **(env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    return env
+
+
 def run_worker(
     module: str,
     args: Sequence[str],
     in_process: bool = False,
     env: dict[str, str] | None = None,
     retries: int = 2,
+    root: Path = REPO,
 ) -> dict[str, Any]:
     """Run `python -m module --worker-result FILE args...` in a fresh process (so that its peak memory is
     its own), with `env` added to the environment, and return the JSON it wrote to FILE; `in_process` calls
     the module's main here instead (for tests: memory figures are then not the worker's own). A worker
-    killed by a signal (on shared machines, other people's jobs have been seen to do that) is rerun."""
+    killed by a signal (on shared machines, other people's jobs have been seen to do that) is rerun.
+    `root`: the checkout whose code runs (another revision's export, e.g.)."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
         if in_process:
             importlib.import_module(module).main(["--worker-result", str(result), *args])
             return json.loads(result.read_text())
-        env = {**os.environ, **(env or {})}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", module, "--worker-result", str(result), *args]
+        env = worker_env(env, root)
         for attempt in range(retries + 1):
-            done = subprocess.run(cmd, cwd=REPO, env=env)
+            done = subprocess.run(cmd, cwd=root, env=env)
             if done.returncode >= 0 or attempt == retries:  # an exit code, or out of retries
                 break
             log.warning("%s died of signal %d: rerunning it", module, -done.returncode)
@@ -219,10 +234,48 @@ def run_worker(
         return json.loads(result.read_text())
 
 
+def run_workers_together(
+    module: str,
+    arg_lists: Sequence[Sequence[str]],
+    env: dict[str, str] | None = None,
+    root: Path = REPO,
+    barrier: bool = False,
+) -> list[dict[str, Any]]:
+    """Run one worker per argument list (as `run_worker`), all at once, and return their results in order.
+
+    With `barrier`, each worker also gets `--barrier DIR`: it calls `wait_at_barrier(DIR)` when set up, and
+    all of them go on together once every one has arrived (so that their timed parts overlap)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, procs = Path(tmp), []
+        for i, args in enumerate(arg_lists):
+            extra = [f"--barrier={folder}"] if barrier else []
+            cmd = [sys.executable, "-m", module, "--worker-result", str(folder / f"{i}.json"), *args, *extra]
+            procs.append(subprocess.Popen(cmd, cwd=root, env=worker_env(env, root)))
+        while barrier and len(list(folder.glob("ready-*"))) < len(procs):
+            if any(p.poll() is not None for p in procs):  # one died: release the others
+                break
+            time.sleep(0.05)
+        (folder / "go").touch()
+        for p in procs:
+            if p.wait():
+                for other in procs:
+                    other.kill()
+                raise subprocess.CalledProcessError(p.returncode, p.args)
+        return [json.loads((folder / f"{i}.json").read_text()) for i in range(len(procs))]
+
+
+def wait_at_barrier(folder: str | Path) -> None:
+    """A worker of `run_workers_together(..., barrier=True)`: arrive, then wait until all have arrived."""
+    Path(folder, f"ready-{os.getpid()}").touch()
+    while not Path(folder, "go").exists():
+        time.sleep(0.01)
+
+
 def add_worker_options(p) -> None:
     """The options of a benchmark whose modes run as workers (run_worker)."""
     p.add_argument("--in-process", action="store_true", help="run the workers in this process (tests)")
     p.add_argument("--worker-result", help=argparse.SUPPRESS)
+    p.add_argument("--barrier", help=argparse.SUPPRESS)
 
 
 def benchmark_main(args, worker: Callable, run: Callable, columns: Sequence[str] | None = None) -> dict:

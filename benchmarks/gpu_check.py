@@ -133,8 +133,11 @@ def measure_training(
     """pairs/s of `steps` optimizer steps after `warmup` ones, data from a DataLoader of JPEG images."""
     torch.manual_seed(0)
     model = build_model(params, TRAIN_IDS["paper"], bert_config).to(device).train()
-    if options["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+    # the option decides the layout of the backbone's input (a convnet's default is channels_last, Swin's
+    # contiguous): weights as well, on the GPU (cuDNN prefers both in one layout)
+    layout = torch.channels_last if options["channels_last"] else torch.contiguous_format
+    model.image_encoder.memory_format = layout
+    model.image_encoder.backbone.to(memory_format=layout)
     if options["compile"]:
         model.image_encoder = torch.compile(model.image_encoder)
         if model.text_encoder is not None:
@@ -165,7 +168,7 @@ def measure_training(
         pixels, rows = next(batches)
         text = {k: v[rows].to(device, non_blocking=True) for k, v in bank.items()}
         data = Batch(pixels.to(device, non_blocking=True), labels, text)
-        loss = train_step(model, optimizer, data, params, generator, options["channels_last"], precision)
+        loss = train_step(model, optimizer, data, params, generator, precision)
         if step == warmup - 1 or step == warmup + steps - 1:
             loss = float(loss)  # synchronises; a non-finite loss is reported, not hidden
         sync(device)

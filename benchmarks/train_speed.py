@@ -1,6 +1,7 @@
 """Training throughput (pairs/s) and peak memory of full optimizer steps on the CPU, per configuration.
 
     python -m benchmarks.train_speed [--only default-frozen paper-frozen ...] [--threads 2]
+        [--variants default 1-thread 2x1-thread ...] [--baseline-ref REV] [--repeats N]
         [--params params.yaml] [--set SECTION.KEY=VALUE ...] [--out benchmarks/results/train_speed.json]
 
 Configurations (benchmarks/training.py): params.yaml's `default` and its `paper` preset (Swin-T 384x128,
@@ -15,6 +16,17 @@ with OMP_WAIT_POLICY=PASSIVE and with one thread (`--variants`, for the configur
 cores shared with other jobs, threads that spin while their partner is descheduled make each of a step's
 thousands of small ops wait for a scheduler time slice.
 
+`2x1-thread`: two single-thread processes started together (as the train stage runs a configuration's
+seeds side by side); pairs/s is their sum, peak memory the larger of the two.
+
+Before/after: `--baseline-ref REV` exports revision REV of this repository (git archive) and runs its own
+benchmark worker the same way, alternating with this checkout's (first one, then the other, the order
+swapped every round) for `--repeats` rounds: each row adds REV's pairs/s and peak memory, "x baseline"
+(median over rounds of this code's pairs/s over REV's in the same variant) and "x baseline default" (over
+REV's `default` variant: the throughput the issue compares with). REV's worker gets only the options every
+version has (--config, --threads, --batch, --warmup, --steps) and reads its own params.yaml: `--set` and
+`--params` apply to this checkout's runs only.
+
 Not included: loading and decoding images (the default preloads the synthetic split into memory: a tensor
 index per batch) and the per-epoch validation.
 """
@@ -25,7 +37,12 @@ import argparse
 import logging
 import resource
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,12 +50,14 @@ import torch
 from acsa.cli import add_params_options
 from acsa.runtime import set_threads
 from benchmarks.common import (
+    REPO,
     RESULTS,
     add_worker_options,
     benchmark_main,
     machine_info,
     peak_memory,
     run_worker,
+    run_workers_together,
 )
 from benchmarks.training import (
     TRAIN_IDS,
@@ -61,11 +80,14 @@ CONFIGS: dict[str, tuple[str, bool, int | None, int, int]] = {
 }
 GOAL_PAIRS_PER_S = {"default-frozen": 60.0}
 # How torch's CPU threads run: as configured (params: threads 0 = torch's default, one per core; OpenMP
-# threads spin while they wait for each other), waiting passively, or a single thread.
-VARIANTS: dict[str, tuple[dict[str, str], int | None]] = {
-    "default": ({}, None),
-    "omp-passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
-    "1-thread": ({}, 1),
+# threads spin while they wait for each other), waiting passively, a single thread, or two single-thread
+# processes side by side (as the train stage runs a configuration's seeds): name -> (environment, threads
+# (None: --threads), processes).
+VARIANTS: dict[str, tuple[dict[str, str], int | None, int]] = {
+    "default": ({}, None, 1),
+    "omp-passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None, 1),
+    "1-thread": ({}, 1, 1),
+    "2x1-thread": ({}, 1, 2),
 }
 
 
@@ -108,51 +130,107 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def worker_args(args: argparse.Namespace, name: str, threads: int, baseline: bool) -> list[str]:
+    """A worker's command line; another revision's worker gets only the options every version has."""
+    extra = [f"--{key}={getattr(args, key)}" for key in ("batch", "warmup", "steps") if getattr(args, key)]
+    settings = [] if baseline else [f"--params={args.params}", *(f"--set={o}" for o in args.overrides)]
+    return [f"--config={name}", f"--threads={threads}", *settings, *extra]
+
+
+def measure(args: argparse.Namespace, name: str, variant: str, root: Path | None) -> dict[str, Any]:
+    """One configuration in one variant, with this checkout's code or the one at `root`: the worker's
+    result; with several processes (side by side), the first one's, pairs/s summed and peak memory maxed."""
+    env, threads, processes = VARIANTS[variant]
+    cmd = worker_args(args, name, threads or args.threads, root is not None)
+    if processes == 1:
+        r = run_worker("benchmarks.train_speed", cmd, args.in_process, env, root=root or REPO)
+        r["processes"] = [r["pairs_per_s"]]
+        return r
+    together = run_workers_together("benchmarks.train_speed", [cmd] * processes, env, root=root or REPO)
+    r = dict(together[0])
+    r["processes"] = [t["pairs_per_s"] for t in together]
+    r["pairs_per_s"] = sum(r["processes"])
+    r["peak_rss_mb"] = max(t["peak_rss_mb"] for t in together)
+    r["steps_peak_rise_mb"] = max(t["steps_peak_rise_mb"] for t in together)
+    return r
+
+
+def export_revision(rev: str, folder: Path) -> Path:
+    """The tracked files of revision `rev` of this repository, written into `folder` (git archive)."""
+    archive = subprocess.run(["git", "archive", rev], cwd=REPO, capture_output=True, check=False)
+    if archive.returncode:
+        raise SystemExit(f"--baseline-ref: git archive {rev} failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive.stdout, check=True)
+    return folder
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     start = machine_info()
-    results, rows = [], []
     runs = [(name, v) for name in args.only for v in (args.variants if name in args.vary else ["default"])]
-    for name, variant in runs:
-        log.info("%s (%s) ...", name, variant)
-        env, threads = VARIANTS[variant]
-        extra = [
-            f"--{key}={getattr(args, key)}" for key in ("batch", "warmup", "steps") if getattr(args, key)
-        ]
-        settings = [f"--params={args.params}", *(f"--set={o}" for o in args.overrides)]
-        worker_args = [f"--config={name}", f"--threads={threads or args.threads}", *settings, *extra]
-        r = run_worker("benchmarks.train_speed", worker_args, args.in_process, env)
-        r["variant"] = variant
-        results.append(r)
-        goal = GOAL_PAIRS_PER_S.get(name)
-        rows.append(
-            {
-                "config": name,
-                "threads": f"{r['machine']['torch_threads']}{' (OMP passive)' if env else ''}",
-                "image": "x".join(map(str, r["image_size"])),
-                "text": r["text"],
-                "trainable M": r["trainable_params_m"],
-                "batch": r["batch_size"],
-                "steps": r["steps_timed"],
-                "s/step": r["step_s_median"],
-                "pairs/s": r["pairs_per_s"],
-                "peak RSS MB": r["peak_rss_mb"],
-                "rise during steps MB": r["steps_peak_rise_mb"],
-                "goal": f">= {goal:g} pairs/s: {'met' if r['pairs_per_s'] >= goal else 'MISSED'}"
-                if goal
-                else "",
-                "load": r["machine"]["load_average"][0],
-            }
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline_root = export_revision(args.baseline_ref, Path(tmp)) if args.baseline_ref else None
+        results: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for repeat in range(args.repeats):
+            for name, variant in runs:
+                codes = [("current", None)] + ([("baseline", baseline_root)] if baseline_root else [])
+                for code, root in codes if repeat % 2 == 0 else codes[::-1]:  # alternate who goes first
+                    log.info("%s (%s), %s code, round %d ...", name, variant, code, repeat + 1)
+                    r = measure(args, name, variant, root)
+                    r.update(variant=variant, code=code, repeat=repeat)
+                    results[name, variant, code].append(r)
+    rows = [result_row(name, variant, results, args.baseline_ref) for name, variant in runs]
+    flat = [r for rs in results.values() for r in rs]
     return {
         "benchmark": "train_speed",
-        "command": "python -m benchmarks.train_speed --only "
-        + " ".join(args.only)
-        + f" --threads {args.threads}",
+        "command": "python -m benchmarks.train_speed " + " ".join(sys.argv[1:]),
+        "baseline_ref": args.baseline_ref,
         "machine_at_start": start,
         "machine_at_end": machine_info(),
         "rows": rows,
-        "configs": results,
+        "configs": flat,
     }
+
+
+def result_row(name: str, variant: str, results: dict, baseline_ref: str | None) -> dict[str, Any]:
+    """A table row: the median over repeats; with a baseline, its figures and the ratios (medians of the
+    ratios of each round, in which both ran back to back)."""
+    current = results[name, variant, "current"]
+    r = current[0]
+    env, _, processes = VARIANTS[variant]
+    pairs = statistics.median(c["pairs_per_s"] for c in current)
+    row = {
+        "config": name,
+        "threads": f"{processes} x " * (processes > 1)
+        + f"{r['machine']['torch_threads']}{' (OMP passive)' if env else ''}",
+        "image": "x".join(map(str, r["image_size"])),
+        "text": r["text"],
+        "trainable M": r["trainable_params_m"],
+        "batch": r["batch_size"],
+        "steps": r["steps_timed"],
+        "s/step": statistics.median(c["step_s_median"] for c in current),
+        "pairs/s": pairs,
+        "peak RSS MB": max(c["peak_rss_mb"] for c in current),
+        "rise during steps MB": max(c["steps_peak_rise_mb"] for c in current),
+        "load": r["machine"]["load_average"][0],
+    }
+    goal = GOAL_PAIRS_PER_S.get(name)
+    if goal and not baseline_ref:
+        row["goal"] = f">= {goal:g} pairs/s: {'met' if pairs >= goal else 'MISSED'}"
+    if baseline_ref:
+        base = results[name, variant, "baseline"]
+        first = results.get((name, "default", "baseline"), base)
+        row |= {
+            f"{baseline_ref} pairs/s": statistics.median(b["pairs_per_s"] for b in base),
+            "x baseline": statistics.median(
+                c["pairs_per_s"] / b["pairs_per_s"] for c, b in zip(current, base, strict=True)
+            ),
+            "x baseline default": statistics.median(
+                c["pairs_per_s"] / b["pairs_per_s"] for c, b in zip(current, first, strict=True)
+            ),
+            f"{baseline_ref} peak RSS MB": max(b["peak_rss_mb"] for b in base),
+            "peak RSS x baseline": row["peak RSS MB"] / max(b["peak_rss_mb"] for b in base),
+        }
+    return row
 
 
 def parser() -> argparse.ArgumentParser:
@@ -166,6 +244,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=None, help="override the warm-up steps")
     p.add_argument("--steps", type=int, default=None, help="override the timed steps")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--baseline-ref",
+        help="a git revision of this repository (e.g. 910e1db) whose own benchmark runs each configuration "
+        "and variant too, alternating with this code: pairs/s, peak memory and their ratios",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="rounds of every run (medians are reported)")
     p.add_argument("--out", default=RESULTS / "train_speed.json")
     add_params_options(p, configuration=False)  # applied on top of every configuration
     p.add_argument("--config", help=argparse.SUPPRESS)

@@ -1,5 +1,6 @@
 """Training steps of the ACSA model on random data, with the training loop's own step
-(`acsa.training.step.training_step`; shared by benchmarks/train_speed.py and benchmarks/gpu_check.py).
+(`acsa.training.step.training_step`; shared by benchmarks/train_speed.py and benchmarks/gpu_check.py), and
+the training loop's own epochs (`loop_run`, for benchmarks/train_profile.py).
 
 Configurations come from params.yaml: `default` as it stands, `paper` with the paper preset applied (Swin-T
 at 384x128 and BERT-base; random initialisation, since no weights are available offline: BERT-base is built
@@ -16,10 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from acsa.config import Params, load_params
+from acsa.data.image_tables import RowImages
+from acsa.data.sampler import IdentityBatchSampler
+from acsa.data.text_features import FrozenTextSource, TextBank
 from acsa.model.acsa import ACSA
-from acsa.training.schedule import parameter_groups
+from acsa.training import schedule
+from acsa.training.distributed import Dist
+from acsa.training.loop import train_epoch
+from acsa.training.resume import RunState
 from acsa.training.step import TrainStep, training_step
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -106,10 +114,12 @@ def random_batch(params: Params, batch_size: int, generator: torch.Generator, hi
     return Batch(images.to(torch.uint8), labels, text)
 
 
-def make_optimizer(model: ACSA, params: Params, fused: bool = False) -> torch.optim.Optimizer:
-    extra: dict[str, Any] = {"fused": True} if fused else {}
-    groups = parameter_groups(model, params.train, params.text.lr)
-    return torch.optim.AdamW(groups, lr=params.train.lr, weight_decay=params.train.weight_decay, **extra)
+def make_optimizer(model: ACSA, params: Params, fused: bool | None = None) -> torch.optim.Optimizer:
+    """The training loop's AdamW (`fused=None`), or torch's fused (True) or default (False) implementation."""
+    if fused is None:
+        return schedule.make_optimizer(model, params.train, params.text.lr)
+    groups = schedule.parameter_groups(model, params.train, params.text.lr)
+    return torch.optim.AdamW(groups, lr=params.train.lr, weight_decay=params.train.weight_decay, fused=fused)
 
 
 class BatchText:
@@ -129,7 +139,6 @@ def train_step(
     batch: Batch,
     params: Params,
     generator: torch.Generator,
-    channels_last: bool = False,
     precision: str = "auto",
 ) -> torch.Tensor:
     """One optimizer step on a batch already on the model's device: the training loop's own step
@@ -138,7 +147,55 @@ def train_step(
     step_fn = TrainStep(model, BatchText(batch.text, params.text.finetune), batch.labels, params.loss)
     rows = torch.arange(batch.labels.shape[0])
     device = batch.images.device
-    losses = training_step(
-        step_fn, optimizer, batch.images, rows, params.image, generator, device, precision, channels_last
-    )
+    losses = training_step(step_fn, optimizer, batch.images, rows, params.image, generator, device, precision)
     return losses["loss"].detach()
+
+
+@dataclass
+class LoopRun:
+    """What `acsa.training.loop.train_epoch` needs to train on random data of the synthetic split's sizes."""
+
+    params: Params
+    model: ACSA
+    optimizer: torch.optim.Optimizer
+    step_fn: TrainStep
+    loader: DataLoader
+
+    def steps(self, count: int, epoch: int = 0) -> dict[str, float]:
+        """`count` optimizer steps of the training loop's epoch `epoch` (its data order, augmentation and
+        dropout seeds) -> the logged means."""
+        return train_epoch(
+            self.params, self.step_fn, self.loader, self.optimizer, RunState(), epoch, count, Dist(), None
+        )
+
+
+def loop_run(params: Params, batch_size: int | None = None, seed: int = 0) -> LoopRun:
+    """The training loop's model, optimizer, step and DataLoader (identity sampler over a preloaded uint8
+    image table, frozen text features), on random images and features: train_ids x images_per_id images of
+    the synthetic split, captions_per_image captions each."""
+    if batch_size is not None:
+        params = dataclasses.replace(params, train=dataclasses.replace(params.train, batch_size=batch_size))
+    synthetic, cfg = params.synthetic, params.train
+    generator = torch.Generator().manual_seed(seed)
+    images = synthetic.train_ids * synthetic.images_per_id
+    image_index = torch.arange(images).repeat_interleave(synthetic.captions_per_image)  # [N] rows -> image
+    labels = image_index // synthetic.images_per_id
+    table = torch.randint(0, 256, (images, 3, params.image.height, params.image.width), generator=generator)
+    hidden = text_hidden_size(params)
+    phrases = params.data.num_phrases
+    lengths = torch.randint(min(3, phrases), phrases + 1, (len(labels),), generator=generator)
+    phrase_index = torch.arange(len(labels) * phrases).view(-1, phrases)  # [N, P] distinct phrases
+    phrase_index[torch.arange(phrases)[None] >= lengths[:, None]] = -1  # padding
+    bank = TextBank(
+        torch.randn(len(labels), hidden, generator=generator),
+        torch.randn(len(labels) * phrases, hidden, generator=generator),
+        phrase_index,
+    )
+    model = build_model(params, synthetic.train_ids).train()
+    optimizer = make_optimizer(model, params)
+    sampler = IdentityBatchSampler(labels.tolist(), cfg.batch_size, cfg.images_per_id, cfg.seed)
+    loader = DataLoader(
+        RowImages(table.to(torch.uint8), image_index.tolist()), batch_sampler=sampler, num_workers=0
+    )
+    step_fn = TrainStep(model, FrozenTextSource(bank), labels, params.loss)
+    return LoopRun(params, model, optimizer, step_fn, loader)

@@ -17,6 +17,7 @@ import yaml
 from acsa.kernels.local_similarity import minhash_order
 from acsa.scoring import metrics as acsa_metrics
 from acsa.scoring.metrics import rank_metrics
+from acsa.training.step import PHASES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository
 from benchmarks import (  # noqa: E402
@@ -26,6 +27,7 @@ from benchmarks import (  # noqa: E402
     repro_time,
     reverse_similarity,
     scaling,
+    train_profile,
     train_speed,
 )
 from benchmarks.common import REPO, format_table, peak_memory  # noqa: E402
@@ -327,3 +329,32 @@ def test_data_path_measures_each_stage_process(tmp_path):
     rows = {name: {"seconds": 100.0, "peak_mb": 1000.0} for name in data_path.STAGES}
     rows["evaluate"]["seconds"] = 200.0
     assert [g["met"] for g in data_path.goal_rows(rows, full_size=True)] == [True, False, True]
+def test_train_profile_breaks_a_step_down(tmp_path, smoke_run):
+    args = ["--threads=1", "--concurrent=0", "--batch=4", "--warmup=1", "--steps=2", "--repeats=1"]
+    sizes = ["--set=synthetic.train_ids=8", "--set=train.epochs=1", f"--prepared={smoke_run / 'prepared'}"]
+    summary = train_profile.main([*args, *sizes, "--in-process", f"--out={tmp_path / 'p.json'}"])
+    (profile,) = summary["profiles"]
+    ms = profile["categories_ms"]
+    assert all(value >= 0 for value in ms.values())
+    assert ms["image encoder: convolutions"] > 0 and ms["optimizer (AdamW)"] > 0
+    assert ms["loss heads: local similarity, CMPM, CMPC"] > 0
+    assert sum(ms.values()) == pytest.approx(1000 * profile["profiled_step_s"], rel=0.01)
+    assert profile["flops_per_step"] > 1e8 and 0 < profile["fraction_of_cores"]
+    (row,) = summary["rows"]
+    assert row["pairs/s"] > 0 and row["GFLOP/step"] == pytest.approx(profile["flops_per_step"] / 1e9)
+    assert summary["decode"]["images"] == 32 and summary["decode"]["split_images"] == 8 * 4
+    assert {phase for _, phase, _ in train_profile.CATEGORIES} <= {*PHASES, "data", None}
+
+
+def test_train_speed_baseline_is_an_export_of_a_revision(tmp_path):
+    root = train_speed.export_revision("HEAD", tmp_path)
+    assert (root / "benchmarks" / "train_speed.py").is_file() and (root / "params.yaml").is_file()
+    with pytest.raises(SystemExit, match="no-such-revision"):
+        train_speed.export_revision("no-such-revision", tmp_path)
+    args = train_speed.parser().parse_args(["--set=train.lr=0.1", "--batch=4"])
+    assert "--set=train.lr=0.1" in train_speed.worker_args(args, "default-frozen", 1, baseline=False)
+    assert train_speed.worker_args(args, "default-frozen", 1, baseline=True) == [
+        "--config=default-frozen",
+        "--threads=1",
+        "--batch=4",
+    ]

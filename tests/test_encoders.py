@@ -74,7 +74,7 @@ def test_band_weights_cover_bands_at_any_height():
 
 def test_swin_features_are_converted_to_nchw():
     encoder, feats = encode(ImageConfig(**SMALL_SWIN))
-    assert encoder.channels_last
+    assert encoder.nhwc_maps and encoder.memory_format == torch.contiguous_format
     assert feats.tokens.shape == (2, 7, DIM)
     maps = encoder.feature_maps(torch.randn(1, 3, 128, 64))
     assert [tuple(m.shape[1:]) for m in maps] == [(24, 32, 16), (48, 16, 8), (96, 8, 4)]

@@ -155,7 +155,14 @@ class ImageEncoder(nn.Module):
             cfg.pretrained_path if pretrained else None,
         )
         fmt = self.backbone.output_fmt
-        self.channels_last = str(getattr(fmt, "value", fmt)) == "NHWC"  # timm Swin returns [b, h, w, c]
+        self.nhwc_maps = str(getattr(fmt, "value", fmt)) == "NHWC"  # timm Swin returns [b, h, w, c]
+        # A convolutional backbone gets its input in channels_last, and its activations follow: oneDNN's CPU
+        # convolutions, BatchNorm and max-pooling are faster in it (BENCHMARKS.md, training throughput); the
+        # values are the same up to float rounding. The weights stay contiguous, as their gradients and
+        # optimizer state then do: fused AdamW assumes a parameter and its state share one layout (a
+        # channels_last weight with the contiguous state a checkpoint restores is updated wrongly). Swin
+        # lays out its own tensors.
+        self.memory_format = torch.contiguous_format if self.nhwc_maps else torch.channels_last
         channels = self.backbone.feature_info.channels()
         num_stages = len(channels)
         if not -num_stages <= cfg.window_stage < num_stages:
@@ -193,9 +200,9 @@ class ImageEncoder(nn.Module):
             self.token_names += [f"window_r{i}c{j}" for i in range(rows) for j in range(cols)]
 
     def feature_maps(self, images: Tensor) -> list[Tensor]:
-        """Backbone stages as NCHW maps [b, c, h, w]."""
-        maps = self.backbone(images)
-        if self.channels_last:
+        """Backbone stages as NCHW maps [b, c, h, w] (their strides follow the memory format)."""
+        maps = self.backbone(images.contiguous(memory_format=self.memory_format))
+        if self.nhwc_maps:
             maps = [m.permute(0, 3, 1, 2) for m in maps]  # b h w c -> b c h w
         return maps
 

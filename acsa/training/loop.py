@@ -37,8 +37,8 @@ from acsa.storage.checkpoint import load_checkpoint
 from acsa.training.distributed import Dist, all_agree, broadcast_int, convert_batchnorm, wrap
 from acsa.training.live import log_epoch, open_live
 from acsa.training.resume import CheckpointFolder, RunState, data_fingerprint, resume_checkpoint, save_epoch
-from acsa.training.schedule import learning_rate_factor, parameter_groups
-from acsa.training.step import TrainStep, training_step
+from acsa.training.schedule import learning_rate_factor, make_optimizer
+from acsa.training.step import TrainStep, compile_step, training_step
 
 log = logging.getLogger(__name__)
 
@@ -211,9 +211,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
     if ctx.enabled:
         convert_batchnorm(model)
     model.to(device)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, cfg, params.text.lr), lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    optimizer = make_optimizer(model, cfg, params.text.lr)
     sampler = IdentityBatchSampler(
         train.records["labels"], cfg.batch_size, cfg.images_per_id, cfg.seed, ctx.rank, ctx.world_size
     )
@@ -225,6 +223,8 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
     labels = torch.tensor(train.records["labels"])
     step_fn = wrap(TrainStep(model, train.text, labels, params.loss, ctx), ctx)
     weights = FiniteWeights(model)
+    if cfg.compile:
+        step_fn = compile_step(step_fn)
 
     folder = CheckpointFolder(paths.checkpoints)
     config = params_to_dict(params)

@@ -34,6 +34,7 @@ RESUME_IGNORES = (
     "train.device",
     "train.threads",
     "train.num_workers",
+    "train.compile",
     "train.nproc_per_node",
     "train.parallel_runs",
     "evaluate.batch_size",

@@ -1,19 +1,35 @@
 """One training step, the same in the training loop and in the benchmarks: augment a batch, compute its loss
-terms in one forward (`TrainStep`, which DistributedDataParallel wraps), back-propagate, update."""
+terms in one forward (`TrainStep`, which DistributedDataParallel wraps), back-propagate, update.
+
+Each phase runs inside a named `torch.profiler.record_function` range (PHASES), so that a profile of the
+step attributes time to phases (benchmarks/train_profile.py); outside a profiler a range costs a few
+microseconds.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from acsa.config import ImageConfig, LossConfig
 from acsa.data.image_tables import augment, to_model_input
 from acsa.runtime import autocast
 from acsa.training.distributed import Dist, gather_rows
+
+log = logging.getLogger(__name__)
+
+# The profiler ranges of a step, in order (TrainStep.forward's three run inside the DDP-wrapped forward).
+PHASES = ("augment", "image_encoder", "text", "losses", "backward", "optimizer")
+
+
+def phase(name: str) -> record_function:
+    return record_function(f"acsa.{name}")
 
 
 class TrainStep(nn.Module):
@@ -37,21 +53,24 @@ class TrainStep(nn.Module):
 
     def forward(self, images: Tensor, rows: Tensor) -> dict[str, Tensor]:
         """images [b, 3, H, W] on the device, rows [b] (CPU indices of training rows) -> loss terms."""
-        image_feats = self.model.encode_image(images)
-        text_feats = self.text_source.encode(self.model, rows, images.device)
-        labels = self.labels[rows].to(images.device)
-        if self.ctx.enabled:  # [b, ...] per rank -> [n * b, ...], the global batch in rank order
-            image_feats, text_feats = (
-                type(feats)(
-                    **{
-                        f.name: gather_rows(getattr(feats, f.name), self.ctx)
-                        for f in dataclasses.fields(feats)
-                    }
+        with phase("image_encoder"):
+            image_feats = self.model.encode_image(images)
+        with phase("text"):
+            text_feats = self.text_source.encode(self.model, rows, images.device)
+        with phase("losses"):
+            labels = self.labels[rows].to(images.device)
+            if self.ctx.enabled:  # [b, ...] per rank -> [n * b, ...], the global batch in rank order
+                image_feats, text_feats = (
+                    type(feats)(
+                        **{
+                            f.name: gather_rows(getattr(feats, f.name), self.ctx)
+                            for f in dataclasses.fields(feats)
+                        }
+                    )
+                    for feats in (image_feats, text_feats)
                 )
-                for feats in (image_feats, text_feats)
-            )
-            labels = gather_rows(labels, self.ctx)
-        return self.model.losses(image_feats, text_feats, labels, self.loss_cfg)
+                labels = gather_rows(labels, self.ctx)
+            return self.model.losses(image_feats, text_feats, labels, self.loss_cfg)
 
 
 def training_step(
@@ -63,21 +82,45 @@ def training_step(
     generator: torch.Generator,
     device: torch.device,
     precision: str = "auto",
-    channels_last: bool = False,
     check: Callable[[dict[str, Tensor]], None] | None = None,
 ) -> dict[str, Tensor]:
     """One optimizer step on a batch: images uint8 [b, 3, H, W] (moved to `device`), rows [b] (the CPU
     indices `step_fn` reads text and labels by) -> the loss terms. Augmentation draws from `generator`;
     `precision` as acsa.runtime.autocast; `check(losses)` runs before the backward pass (training stops
     there on a non-finite loss)."""
-    images = augment(to_model_input(images.to(device)), image_cfg.hflip, image_cfg.translate, generator)
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+    with phase("augment"):
+        images = augment(to_model_input(images.to(device)), image_cfg.hflip, image_cfg.translate, generator)
     with autocast(device, precision):
         losses = step_fn(images, rows)
     if check is not None:
         check(losses)
     optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    optimizer.step()
+    with phase("backward"):
+        losses["loss"].backward()
+    with phase("optimizer"):
+        optimizer.step()
     return losses
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's inductor backend would build its CPU kernels with, or None."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return get_cpp_compiler()
+    except Exception:  # not found, or an inductor without this helper: no compiled step
+        return None
+
+
+def compile_step(step_fn: nn.Module) -> nn.Module:
+    """`train.compile`: the step's forward (encoders and losses; autograd derives the backward) through
+    torch.compile's inductor backend, compiled on the first steps of each process. Without a C++ compiler
+    training runs eagerly, with a warning; so does any part whose compilation fails (dynamo's fallback)."""
+    compiler = cpp_compiler()
+    if compiler is None:
+        log.warning("train.compile: no C++ compiler for torch.compile (inductor): training without it")
+        return step_fn
+    log.info("train.compile: compiling the training step with inductor (%s)", compiler)
+    torch._dynamo.config.suppress_errors = True
+    step_fn.compile()
+    return step_fn
