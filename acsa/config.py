@@ -153,7 +153,7 @@ _CHOICES = {
     "train.schedule": ("cosine", "step"),
     "evaluate.local_mode": ("exact", "rerank"),
 }
-_META_KEYS = ("preset", "presets", "study")
+_META_KEYS = ("preset", "presets", "study", "explain")  # read apart: acsa.study, ExplainConfig
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
@@ -322,3 +322,25 @@ def load_params(
 
 def params_to_dict(params: Params) -> dict[str, Any]:
     return dataclasses.asdict(params)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """params.yaml `explain`: what the explain stage shows besides the test captions. Read apart from the
+    model configuration (as `study` is), so that changing a query never touches a trained model, a resumable
+    checkpoint or a search index made with the model."""
+
+    free_queries: list[str] = field(default_factory=list)  # plain-English queries run through acsa.search
+    free_top_k: int = 5  # results kept (and drawn) per free query
+
+
+def load_explain_config(path: str | Path = PARAMS) -> ExplainConfig:
+    """The `explain` section of a params file (defaults when it has none), validated strictly."""
+    raw = read_params_file(path)
+    try:
+        config = _build_section("explain", ExplainConfig, raw.get("explain") or {})
+        if config.free_top_k < 1:
+            raise ConfigError(f"explain.free_top_k: expected at least 1, got {config.free_top_k}")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return config
