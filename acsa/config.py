@@ -318,6 +318,9 @@ RULES: dict[str, Rule] = {
     "evaluate.fusion_weights": items(ANY, min_length=1),
     "evaluate.batch_size": POSITIVE,
     "evaluate.chunk_size": POSITIVE,
+    # the explain section (ExplainConfig), read apart from Params
+    "explain.free_queries": items(not_empty),
+    "explain.free_top_k": POSITIVE,
 }
 
 
@@ -350,8 +353,8 @@ CROSS_RULES: list[tuple[str, Callable[[Params], str | None]]] = [
 
 # Top-level keys that are not sections: the preset to apply, and tables of named override sets.
 NAMED_TABLES = ("presets",)
-# `study` is read apart (acsa.study: configurations, seeds, findings); its names are checked there
-_META_KEYS = ("preset", *NAMED_TABLES, "study")
+# `study` and `explain` are read apart (acsa.study, ExplainConfig): they never change a model
+_META_KEYS = ("preset", *NAMED_TABLES, "study", "explain")
 
 
 def _failed(key: str, why: str) -> ConfigError:
@@ -622,6 +625,26 @@ def check_params_file(path: str | Path = PARAMS) -> None:
 
 def params_to_dict(params: Params) -> dict[str, Any]:
     return dataclasses.asdict(params)
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """params.yaml `explain`: what the explain stage shows besides the test captions. Read apart from the
+    model configuration (as `study` is), so that changing a query never touches a trained model, a resumable
+    checkpoint or a search index made with the model."""
+
+    free_queries: list[str] = field(default_factory=list)  # plain-English queries run through acsa.search
+    free_top_k: int = 5  # results kept (and drawn) per free query
+
+
+def load_explain_config(path: str | Path = PARAMS) -> ExplainConfig:
+    """The `explain` section of a params file (defaults when it has none), validated strictly."""
+    raw = read_params_file(path)
+    try:
+        config = _build_section("explain", ExplainConfig, raw.get("explain") or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return config
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,8 +1,9 @@
 """Stage `explain`: the trained model and its test rankings -> what the visualisation report draws.
 
 Inputs:  MODEL/model.safetensors (train stage), EVAL/rankings.json (evaluate stage: fused top-10 per query),
-         PREPARED/test (records, phrases; benchmark/attributes.json on the synthetic benchmark), FEATURES.
-         The model's own stored configuration is used (image size, batch size), not params.yaml.
+         PREPARED/test (records, phrases, images; benchmark/attributes.json on the synthetic benchmark),
+         FEATURES, and PARAMS' `explain` section (free_queries, free_top_k). The model's own stored
+         configuration is used (image size, batch size), not params.yaml's model sections.
 Outputs: OUT (default reports/explain/main), written atomically:
   gallery.json           test gallery image paths (relative to the prepared image root) and identities; the
                          image tokens, each with the part of the image it pools (fractions of its size)
@@ -16,6 +17,12 @@ Outputs: OUT (default reports/explain/main), written atomically:
   embedding.json         a t-SNE map (2-D) of the global image and text features of --tsne-ids test identities
   attribute_errors.json  synthetic benchmark only (acsa.analysis.attributes): R@1 per stated attribute, and
                          the attributes on which R@1 misses' top-1 image differs from the query's identity
+  free_queries.json      each of `explain.free_queries` searched through the search tool's API
+                         (acsa.search.api, as `acsa search` does) in an index of the test gallery built with
+                         the model: its noun phrases and top `free_top_k` images with global, local and fused
+                         scores (acsa.analysis.free_queries)
+  free_attention.safetensors  `maps` [Q, K, R, P]: a[r, p] of each of those results (as attention.safetensors;
+                         not written for a model without the local branch or without free queries)
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ import torch
 from acsa import paths
 from acsa.analysis.attributes import attribute_errors
 from acsa.analysis.explanations import attention_maps, query_records, token_layout, tsne_map
+from acsa.analysis.free_queries import check_free_queries, search_free_queries
 from acsa.cli import add_path, run_stage, stage_parser
+from acsa.config import load_explain_config
 from acsa.data.prepared import load_prepared, read_split
 from acsa.errors import DataError
 from acsa.model.acsa import ACSA
@@ -40,8 +49,17 @@ log = logging.getLogger(__name__)
 
 
 def explain(
-    model_dir: Path, eval_dir: Path, prepared_dir: Path, features: Path, out: Path, tsne_ids: int, seed: int
+    model_dir: Path,
+    eval_dir: Path,
+    prepared_dir: Path,
+    features: Path,
+    out: Path,
+    tsne_ids: int,
+    seed: int,
+    params_file: Path = paths.PARAMS,
 ) -> None:
+    config = load_explain_config(params_file)
+    check_free_queries(config.free_queries, config.free_top_k, str(params_file))
     model = ACSA.from_checkpoint(model_dir)
     params = model.params  # the configuration the model was trained with
     set_threads(params.train.threads)
@@ -97,7 +115,21 @@ def explain(
                 "own": attention_maps(*args, torch.tensor(split["caption_image_index"])),
             }
             save_tensors(maps, work / "attention.safetensors")
-    log.info("explained %d test queries -> %s", len(queries), out)
+        free, free_maps = search_free_queries(
+            model_dir,
+            prepared_dir,
+            "test",
+            config.free_queries,
+            config.free_top_k,
+            work,
+            split["image_paths"],
+            split["image_ids"],
+            str(params_file),
+        )
+        write_json(work / "free_queries.json", free)
+        if free_maps is not None:
+            save_tensors({"maps": torch.from_numpy(free_maps)}, work / "free_attention.safetensors")
+    log.info("explained %d test queries and %d free queries -> %s", len(queries), len(free["queries"]), out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,10 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     add_path(parser, "--prepared", paths.PREPARED, "the prepare stage's output")
     add_path(parser, "--features", paths.TEXT_FEATURES, "the embed_text stage's output")
     add_path(parser, "--out", paths.EXPLAIN, "output folder")
+    add_path(parser, "--params", paths.PARAMS, "params file (its explain section)")
     parser.add_argument("--tsne-ids", type=int, default=16, help="identities in the t-SNE map (default: 16)")
     parser.add_argument("--seed", type=int, default=0, help="t-SNE random state (default: 0)")
     args = parser.parse_args(argv)
-    explain(args.model, args.eval, args.prepared, args.features, args.out, args.tsne_ids, args.seed)
+    explain(
+        args.model, args.eval, args.prepared, args.features, args.out, args.tsne_ids, args.seed, args.params
+    )
 
 
 if __name__ == "__main__":

@@ -18,14 +18,15 @@
 # (green: the described person, red: someone else), and the asymmetric cross-attention — each image token
 # (the mean token, four body-region stripes, two window cells) attends over the caption's phrases; the maps
 # below show, per phrase, the weight a[token, phrase] of every token, drawn over the part of the image the
-# token pools. Then a t-SNE map of image and caption features, and, on the synthetic benchmark, which
-# attributes the model gets wrong. The numbers come from the `explain` stage (`acsa/explain.py`).
+# token pools. Then a few queries in a user's own words, run through the search tool; a t-SNE map of image and
+# caption features; and, on the synthetic benchmark, which attributes the model gets wrong. The numbers come
+# from the `explain` stage (`acsa/explain.py`).
 
 # %%
-from IPython.display import Markdown, display
+from IPython.display import HTML, Markdown, display
 
 from acsa import paths
-from acsa.reports import figures, views
+from acsa.reports import figures, search_views, views
 
 # %% tags=["parameters"]
 explain_dir = str(paths.EXPLAIN)  # the explain stage's output
@@ -68,6 +69,30 @@ for query in cases:
     figures.show(views.draw_ranking(explained, query))
     for image, maps, label in views.attention_views(explained, query):
         figures.show(views.draw_attention(explained, query, image, maps, label))
+
+# %% [markdown]
+# ## Your own words
+#
+# Queries written as a user would type them (`params.yaml`, `explain.free_queries`), searched by the explain
+# stage through the search tool's Python API (`acsa.search.api`, what `acsa search` and `acsa serve` run) in
+# an index of the test gallery made with the main model. For each query: the noun phrases the tool extracted
+# from it, the top images with their global, local and fused scores, and, per phrase, the attention
+# a[token, phrase] of each image token over the query's phrases, drawn as above (left of each pair the
+# region stripes, right the window cells; the pooled token's weight under the stripes). No caption of the
+# test split is involved: whether a result is the described person is for the reader to judge.
+
+# %%
+free = explained.free_queries
+if free is None:
+    display(Markdown("No `free_queries.json` in the explain stage's output: rerun it (`dvc repro explain`)."))
+elif not free["queries"]:
+    display(Markdown("No free-text queries in `params.yaml` (`explain.free_queries`)."))
+else:
+    display(HTML(search_views.setup_html(free)))
+    for number, record in enumerate(free["queries"]):
+        display(HTML(search_views.query_html(record, number)))
+        maps = None if explained.free_attention is None else explained.free_attention[number]
+        figures.show(search_views.draw_results(explained, record, maps))
 
 # %% [markdown]
 # ## Image and caption features (t-SNE)

@@ -5,7 +5,14 @@ import dataclasses
 
 import pytest
 
-from acsa.config import Params, load_params, params_from_dict, params_to_dict
+from acsa.config import (
+    ExplainConfig,
+    Params,
+    load_explain_config,
+    load_params,
+    params_from_dict,
+    params_to_dict,
+)
 from acsa.errors import ConfigError
 from acsa.study import load_study
 
@@ -140,3 +147,21 @@ def test_repository_paper_preset_is_the_paper_configuration(tmp_path):
     assert params.image.backbone.startswith("swin_tiny")
     assert (params.image.height, params.image.width) == (384, 128)
     assert params.text.encoder == "bert-base-uncased" and params.data.dataset == "cuhk-pedes"
+
+
+def test_explain_section_is_read_apart_from_the_model_configuration(tmp_path):
+    """The repository's free queries each name what the synthetic benchmark draws (several noun phrases);
+    the section never reaches Params (a trained model's configuration), and its errors name the key."""
+    from acsa.data.phrases import extract_noun_phrases
+
+    config = load_explain_config("params.yaml")
+    assert len(config.free_queries) >= 3 and 1 <= config.free_top_k <= 10
+    assert all(len(extract_noun_phrases(q, 10)) >= 3 for q in config.free_queries)
+    assert "explain" not in params_to_dict(load_params("params.yaml"))
+    assert load_explain_config(write(tmp_path, "train:\n  lr: 0.1\n")) == ExplainConfig()
+    with pytest.raises(ConfigError, match=r"explain\.free_top_k: must be >= 1, got 0"):
+        load_explain_config(write(tmp_path, "explain:\n  free_top_k: 0\n"))
+    with pytest.raises(ConfigError, match=r"explain\.queries: unknown key"):
+        load_explain_config(write(tmp_path, "explain:\n  queries: [a man]\n"))
+    with pytest.raises(ConfigError, match=r"explain\.free_queries\[1\]: expected str"):
+        load_explain_config(write(tmp_path, "explain:\n  free_queries: [a man, 3]\n"))

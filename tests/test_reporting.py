@@ -1,6 +1,6 @@
 """Report helpers: the ablation report's tables, computed sentences and figures against a hand-built study
 folder (tests/fixtures_study.py: known numbers), and the visualisation report's attribute errors, token
-layout, case picking. Plain data in tmp folders; no model, no notebook kernel."""
+layout, case picking, free-query views. Plain data in tmp folders; no model, no notebook kernel."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from acsa.analysis.attributes import attribute_errors  # noqa: E402
 from acsa.analysis.explanations import token_layout  # noqa: E402
 from acsa.errors import DataError  # noqa: E402
 from acsa.model.image_encoder import STRIPE_BANDS  # noqa: E402
-from acsa.reports import figures, sentences, study_figures, tables, views  # noqa: E402
+from acsa.reports import figures, search_views, sentences, study_figures, tables, views  # noqa: E402
 from acsa.reports.notebook import as_list  # noqa: E402
 from acsa.reports.study_files import load_study_data  # noqa: E402
 
@@ -364,7 +364,8 @@ def test_the_notebook_kernel_does_not_import_torch():
     """The report helpers stay light, so a notebook kernel starts fast."""
     code = (
         "import sys\n"
-        "from acsa.reports import figures, notebook, sentences, study_figures, study_files, tables, views\n"
+        "from acsa.reports import figures, notebook, search_views, sentences, study_figures, study_files\n"
+        "from acsa.reports import tables, views\n"
         "print('torch' in sys.modules)"
     )
     result = subprocess.run(
@@ -476,3 +477,68 @@ def test_chosen_cases_checks_the_query_indices():
     assert views.chosen_cases(explained, None, 1, 1) == [0, 2]
     with pytest.raises(ValueError, match=r"queries \[6\]: the test split has queries 0..5"):
         views.chosen_cases(explained, [1, 6], 1, 1)
+
+
+def free_query_case(tmp_path, local: bool):
+    """An Explained: a 3-image gallery on disk and one free query whose text, phrase and path hold markup."""
+    from PIL import Image
+
+    names = ["mean", "head", "upper", "lower", "feet", "window_r0c0", "window_r1c0"]
+    paths = ["a.png", "b.png", "<c>.png"]
+    for path in paths:
+        Image.new("RGB", (16, 32), (90, 120, 200)).save(tmp_path / path)
+    gallery = {
+        "image_paths": paths,
+        "image_ids": [7, 8, 9],
+        "image_size": [32, 16],
+        "tokens": token_layout(names, "stripes", (2, 1)),
+    }
+    results = [
+        {
+            "rank": k + 1,
+            "image": i,
+            "path": paths[i],
+            "id": 7 + i,
+            "global": 0.5 - k / 10,
+            "local": (0.25 if local else None),
+            "fused": 0.75 - k / 10,
+        }
+        for k, i in enumerate([2, 0])
+    ]
+    record = {
+        "query": 'a man & a <b>"red"</b> coat',
+        "phrases": ["man", "<b>red</b> coat"],
+        "results": results,
+    }
+    free = {
+        "api": "acsa.search.api.SearchIndex.search",
+        "split": "test",
+        "images": 3,
+        "global_search": "exact",
+        "candidates": 100,
+        "fusion_weight": 1.0,
+        "fusion_weight_chosen_on": "val",
+        "top_k": 2,
+        "queries": [record],
+    }
+    maps = np.random.default_rng(0).random((1, 2, len(names), 10)).astype(np.float32) if local else None
+    explained = views.Explained(
+        gallery, [], None, {}, None, image_root=tmp_path, free_queries=free, free_attention=maps
+    )
+    return explained, free, record, maps
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_free_query_views_escape_the_data_and_draw_each_result(tmp_path, local):
+    explained, free, record, maps = free_query_case(tmp_path, local)
+    page = search_views.setup_html(free) + search_views.query_html(record, 0)
+    assert "Query 1: “a man &amp; a &lt;b&gt;&quot;red&quot;&lt;/b&gt; coat”" in page
+    assert "<code>&lt;b&gt;red&lt;/b&gt; coat</code>" in page and "<code>&lt;c&gt;.png</code>" in page
+    assert "<b>" not in page and "<c>" not in page
+    assert "fused = global + 1 × local (the weight chosen on validation by training)" in page
+    assert ("<td>0.250</td>" in page) == local and ("<td>—</td>" in page) != local
+    fig = search_views.draw_results(explained, record, None if maps is None else maps[0])
+    # a row per result: the image, then per phrase its region stripes and window cells (no maps: the image)
+    assert len(fig.axes) == 2 * (1 + (2 * 2 if local else 0)) + (1 if local else 0)  # + the colour bar
+    assert fig.axes[0].get_ylabel() == "#1 id 9"
+    matplotlib.pyplot.close(fig)

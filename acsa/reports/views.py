@@ -2,8 +2,9 @@
 queries, and draw rankings, phrase attention over the image, the t-SNE map and attribute hit rates.
 
 Inputs (the explain stage's outputs, docs/data.md): EXPLAIN_DIR/gallery.json, queries.json,
-attention.safetensors, embedding.json, attribute_errors.json; the gallery images come from the prepared
-benchmark's image root (test/records.json). No torch import, so a notebook kernel starts fast.
+attention.safetensors, embedding.json, attribute_errors.json, free_queries.json, free_attention.safetensors;
+the gallery images come from the prepared benchmark's image root (test/records.json). No torch import, so a
+notebook kernel starts fast. The free-text queries are drawn by acsa.reports.search_views.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Explained:
     embedding: dict[str, Any]
     attribute_errors: dict[str, Any] | None
     image_root: Path
+    free_queries: dict[str, Any] | None = None  # free_queries.json: queries through the search tool's API
+    free_attention: np.ndarray | None = None  # free_attention.safetensors `maps`: [Q, K, R, P]
 
     def image(self, index: int) -> np.ndarray:
         """Gallery image `index` at the model's input size (token boxes are fractions of it)."""
@@ -55,11 +58,13 @@ def load_explained(explain_dir: str | Path, prepared_dir: str | Path) -> Explain
         raise FileNotFoundError(
             f"{explain_dir}/gallery.json: not found (run the explain stage: dvc repro explain)"
         )
-    attention = None
-    if (explain_dir / "attention.safetensors").is_file():
-        from safetensors.numpy import load_file
+    from safetensors.numpy import load_file
 
+    attention = free_attention = None
+    if (explain_dir / "attention.safetensors").is_file():
         attention = load_file(str(explain_dir / "attention.safetensors"))
+    if (explain_dir / "free_attention.safetensors").is_file():
+        free_attention = load_file(str(explain_dir / "free_attention.safetensors"))["maps"]
     root = Path(json.loads((prepared_dir / "test" / "records.json").read_text())["image_root"])
     return Explained(
         gallery=gallery,
@@ -68,6 +73,8 @@ def load_explained(explain_dir: str | Path, prepared_dir: str | Path) -> Explain
         embedding=read("embedding.json"),
         attribute_errors=read("attribute_errors.json"),
         image_root=root if root.is_absolute() else prepared_dir / root,
+        free_queries=read("free_queries.json"),
+        free_attention=free_attention,
     )
 
 
@@ -177,6 +184,41 @@ def _overlay(heat: np.ndarray, vmax: float, cmap) -> np.ndarray:
     return rgba
 
 
+def token_kinds(tokens: list[dict]) -> list[tuple[str, ...]]:
+    """The kinds of token drawn together, a panel each: region stripes, then window cells (those present)."""
+    return [
+        kinds
+        for kinds in (("region", "channel region"), ("window",))
+        if any(t["kind"] in kinds for t in tokens)
+    ] or [()]
+
+
+def draw_token_map(
+    ax, picture: np.ndarray, tokens: list[dict], values: np.ndarray, kinds: tuple[str, ...], vmax: float, cmap
+) -> None:
+    """`picture` [H, W, 3] with the weights `values` [R] of the tokens of `kinds` over the parts they pool,
+    each token's weight written on it."""
+    size = picture.shape[:2]
+    ax.imshow(picture, interpolation="nearest")
+    ax.imshow(_overlay(_heat(tokens, values, kinds, size), vmax, cmap), interpolation="nearest")
+    for t, token in enumerate(tokens):
+        if token["kind"] in kinds and token["box"] is not None:
+            box = token["box"]
+            y = (box["top"] + box["bottom"]) / 2 * size[0]
+            x = (box["left"] + box["right"]) / 2 * size[1]
+            ax.text(
+                x,
+                y,
+                f"{values[t]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                bbox={"boxstyle": "round,pad=0.1", "fc": "white", "alpha": 0.75, "lw": 0},
+            )
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def draw_attention(explained: Explained, query: int, image: int, maps: np.ndarray, label: str) -> Figure:
     """For each phrase (a column): how much each image token attends to it, a[r, p], drawn over the part of
     the image the token pools — region tokens as horizontal stripes (top row), window tokens as grid cells
@@ -186,12 +228,7 @@ def draw_attention(explained: Explained, query: int, image: int, maps: np.ndarra
     q = explained.queries[query]
     phrases = q["phrases"]
     tokens = explained.gallery["tokens"]
-    rows = [
-        kinds
-        for kinds in (("region", "channel region"), ("window",))
-        if any(t["kind"] in kinds for t in tokens)
-    ] or [()]
-    size = tuple(explained.gallery["image_size"])
+    rows = token_kinds(tokens)
     picture = explained.image(image)
     vmax = float(maps[:, : len(phrases)].max()) if phrases else 1.0
     cmap = plt.get_cmap("plasma")
@@ -215,24 +252,7 @@ def draw_attention(explained: Explained, query: int, image: int, maps: np.ndarra
             title += f"\n{tokens[pooled[0]]['name']} token: {maps[pooled[0], p]:.2f}"
         for r, kinds in enumerate(rows):
             ax = axes[r, p + 1]
-            ax.imshow(picture, interpolation="nearest")
-            ax.imshow(_overlay(_heat(tokens, maps[:, p], kinds, size), vmax, cmap), interpolation="nearest")
-            for t, token in enumerate(tokens):
-                if token["kind"] in kinds and token["box"] is not None:
-                    box = token["box"]
-                    y = (box["top"] + box["bottom"]) / 2 * size[0]
-                    x = (box["left"] + box["right"]) / 2 * size[1]
-                    ax.text(
-                        x,
-                        y,
-                        f"{maps[t, p]:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        bbox={"boxstyle": "round,pad=0.1", "fc": "white", "alpha": 0.75, "lw": 0},
-                    )
-            ax.set_xticks([])
-            ax.set_yticks([])
+            draw_token_map(ax, picture, tokens, maps[:, p], kinds, vmax, cmap)
             if r == 0:
                 ax.set_title(title, fontsize=8)
     if phrases:
