@@ -32,6 +32,10 @@ class DataConfig:
     num_phrases: int = 10  # noun phrases kept per caption (paper code: 10)
     caption_max_tokens: int = 64  # paper code: 118
     phrase_max_tokens: int = 16  # paper code: 40
+    # a benchmark without a validation split (ICFG-PEDES): this many training identities, drawn with
+    # val_split_seed, become its validation split; 0 = none (the last epoch is kept, fusion weight fixed)
+    val_ids_from_train: int = 300
+    val_split_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ class TextConfig:
 class ImageConfig:
     backbone: str = "acsa_convnet"  # a timm model name (e.g. swin_tiny_patch4_window7_224) or acsa_convnet
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained_path: str | None = None  # local weights file for the backbone; None = random init
+    init: str = "scratch"  # scratch (random weights) | pretrained (weights from pretrained_path, required)
+    pretrained_path: str | None = None  # local weights file for the backbone (with init: pretrained)
     height: int = 128
     width: int = 64
     parts: str = "stripes"  # stripes (paper: spatial bands) | channels (released code: channel slices)
@@ -104,6 +109,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop early after this many optimizer steps
     batch_size: int = 48
+    sampler: str = "identity"  # identity (images_per_id rows per identity) | random (released code)
     images_per_id: int = 2  # the identity sampler puts this many images of each identity in a batch
     lr: float = 1.0e-3
     backbone_lr: float | None = None  # None = lr
@@ -146,13 +152,44 @@ class Params:
 _CHOICES = {
     "data.dataset": DATASETS,
     "text.pooling": ("mean", "cls"),
+    "image.init": ("scratch", "pretrained"),
     "image.parts": ("stripes", "channels"),
     "model.global_text": ("sentence", "sentence_and_phrases"),
     "model.attention": ("image_queries", "phrase_queries", "both"),
     "loss.cmpm_target_norm": ("l1", "l2"),
+    "train.sampler": ("identity", "random"),
     "train.schedule": ("cosine", "step"),
     "evaluate.local_mode": ("exact", "rerank"),
 }
+
+
+# ---- value rules beyond the type, one per key: a function of the value returning None or why not --------
+def at_least(low: float):
+    return lambda value: None if value >= low else f"must be >= {low}, got {value!r}"
+
+
+def within(low: float, high: float):
+    return lambda value: None if low <= value <= high else f"must be in [{low}, {high}], got {value!r}"
+
+
+RULES = {
+    "data.val_ids_from_train": at_least(0),
+    "data.val_split_seed": within(0, 2**32 - 1),  # numpy's legacy seeding takes at most 32 bits
+}
+
+
+def _weights_without_pretrained_init(image: ImageConfig) -> str | None:
+    if image.init == "scratch" and image.pretrained_path is not None:
+        return (
+            "is set, but image.init is scratch (random weights): set image.init: pretrained to load it, "
+            "or image.pretrained_path: null"
+        )
+    return None
+
+
+# (the key named in the error, a rule over the whole Params)
+CROSS_RULES = [("image.pretrained_path", lambda p: _weights_without_pretrained_init(p.image))]
+
 _META_KEYS = ("preset", "presets", "study")
 
 
@@ -209,6 +246,9 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
         values[key] = _check_type(full, value, hints[key])
         if full in _CHOICES and values[key] not in _CHOICES[full]:
             raise ConfigError(f"{full}: {values[key]!r} is not one of {', '.join(_CHOICES[full])}")
+        why = RULES[full](values[key]) if full in RULES else None
+        if why is not None:
+            raise ConfigError(f"{full}: {why}")
     return cls(**values)
 
 
@@ -237,6 +277,29 @@ def _check_combinations(params: Params) -> None:
         raise ConfigError(
             "model.use_image_token, model.use_regions, model.use_windows: all false leaves the image no token"
         )
+    for key, rule in CROSS_RULES:
+        why = rule(params)
+        if why is not None:
+            raise ConfigError(f"{key}: {why}")
+
+
+def check_backbone_weights(image: ImageConfig) -> None:
+    """With `image.init: pretrained` (the paper's ImageNet-pretrained backbone), the weights file must be
+    named and exist: a one-line ConfigError saying what to set, raised before any training step (the train
+    and prepare stages call it first, so a pipeline stops within seconds)."""
+    why = _weights_without_pretrained_init(image)
+    if why is not None:
+        raise ConfigError(f"image.pretrained_path: {why}")
+    if image.init != "pretrained":
+        return
+    if image.pretrained_path is None:
+        raise ConfigError(
+            f"image.pretrained_path: not set, but image.init is pretrained ({image.backbone} starts from "
+            "pretrained weights, ImageNet's in the paper): set image.pretrained_path to a local weights "
+            "file (.safetensors or .pth), or image.init: scratch to train it from random weights"
+        )
+    if not Path(image.pretrained_path).expanduser().is_file():
+        raise ConfigError(f"image.pretrained_path: {image.pretrained_path} not found")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

