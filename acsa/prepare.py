@@ -1,12 +1,16 @@
 """Stage `prepare`: benchmark -> prepared splits, noun phrases and tokens.
 
-Inputs:  params.yaml (data, synthetic, text); for a public benchmark the folder `data.root`.
+Inputs:  params.yaml (data, synthetic, text); for a public benchmark the folder `data.root`. A benchmark
+         without a val split (ICFG-PEDES) gets one of `data.val_ids_from_train` training identities
+         (acsa.data.readers). With `image.init: pretrained` the weights file `image.pretrained_path` must
+         exist (checked first, so a pipeline that would train a random backbone stops at once).
 Outputs: OUT (default data/prepared), written atomically (nothing is left behind on an error):
   OUT/<split>/records.json        the split's records: train pairs (0-based labels), or a val/test gallery
                                   and its queries; phrase indices into the split's own phrases.json
   OUT/<split>/phrases.json        the split's unique noun phrases
   OUT/<split>/tokens.safetensors  token ids / masks of the split's captions and unique phrases
-  OUT/summary.json                per split {"ids", "images", "captions"}, phrase statistics (DVC metrics):
+  OUT/summary.json                per split {"ids", "images", "captions"} (val: "from_train" true when
+                                  carved from the training identities), phrase statistics (DVC metrics):
                                   unique phrases per split, kept per caption, captions without any, at
                                   the cap (data.num_phrases) and over it (their last phrases dropped)
   OUT/benchmark/                  the generated benchmark (synthetic only: imgs/, reid_raw.json,
@@ -28,7 +32,7 @@ from safetensors.numpy import save_file
 
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
-from acsa.config import Params
+from acsa.config import Params, check_backbone_weights
 from acsa.data.contact_sheet import write_contact_sheet
 from acsa.data.phrases import extract_all
 from acsa.data.readers import check_images, read_benchmark
@@ -67,6 +71,8 @@ def split_summary(benchmark: Benchmark) -> dict[str, dict[str, int]]:
                 "images": len(split.image_paths),
                 "captions": len(split.captions),
             }
+    if benchmark.val_from_train:
+        summary["val"]["from_train"] = True
     return summary
 
 
@@ -90,12 +96,14 @@ def write_split(work: Path, name: str, record: dict, phrases: list[str], tensors
 
 def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
     """Run the stage; returns the summary written to OUT/summary.json."""
+    check_backbone_weights(params.image)
+    data = params.data
     with atomic_output_dir(out) as work:
-        if params.data.dataset == "synthetic":
+        if data.dataset == "synthetic":
             root = generate_synthetic(work / paths.BENCHMARK_DIR, params.synthetic)
         else:
-            root = Path(params.data.root)
-        benchmark = read_benchmark(params.data.dataset, root)
+            root = Path(data.root)
+        benchmark = read_benchmark(data.dataset, root, data.val_ids_from_train, data.val_split_seed)
         check_images(benchmark)
 
         splits = {"train": benchmark.train, "val": benchmark.val, "test": benchmark.test}
