@@ -8,7 +8,8 @@ Outputs: OUT (default data/prepared), written atomically (nothing is left behind
   OUT/<split>/records.json        the split's records: train pairs (0-based labels), or a val/test gallery
                                   and its queries; phrase indices into the split's own phrases.json
   OUT/<split>/phrases.json        the split's unique noun phrases
-  OUT/<split>/tokens.safetensors  token ids / masks of the split's captions and unique phrases
+  OUT/<split>/tokens.safetensors  token ids / masks of the split's captions and unique phrases, and of the
+                                  input of a padded phrase slot (the literal "[PAD]", as the released code)
   OUT/summary.json                per split {"ids", "images", "captions"} (val: "from_train" true when
                                   carved from the training identities), phrase statistics (DVC metrics):
                                   unique phrases per split, kept per caption, captions without any, at
@@ -37,7 +38,7 @@ from acsa.data.contact_sheet import write_contact_sheet
 from acsa.data.phrases import extract_all
 from acsa.data.readers import check_images, read_benchmark
 from acsa.data.synthetic import generate_synthetic
-from acsa.data.tokenize import load_tokenizer, tokenize
+from acsa.data.tokenize import PAD_PHRASE, load_tokenizer, tokenize
 from acsa.data.types import Benchmark
 from acsa.storage.files import atomic_output_dir, write_json
 
@@ -125,6 +126,8 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
             phrase_tokens = tokenize(tokenizer, unique or [""], params.data.phrase_max_tokens)
             tensors = {f"caption_{key}": value for key, value in captions.items()}
             tensors.update({f"phrase_{key}": value for key, value in phrase_tokens.items()})
+            pad_tokens = tokenize(tokenizer, [PAD_PHRASE], params.data.phrase_max_tokens)
+            tensors.update({f"pad_phrase_{key}": value for key, value in pad_tokens.items()})
             write_split(work, name, record, unique, tensors)
         found = np.asarray(phrase_counts)
         kept = np.minimum(found, params.data.num_phrases)
