@@ -23,7 +23,8 @@ from acsa.training.schedule import parameter_groups
 from acsa.training.step import TrainStep, training_step
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-TRAIN_IDS = {"default": 700, "paper": 11_003}  # training identities: synthetic default, CUHK-PEDES
+# training identities: synthetic default, CUHK-PEDES
+TRAIN_IDS = {"default": 700, "paper": 11_003, "released_code": 11_003}
 HIDDEN = {"minilm": 384, "bert-base-uncased": 768}  # pooled hidden size of the text encoders
 
 

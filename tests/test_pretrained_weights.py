@@ -145,3 +145,25 @@ def test_explicit_opt_out_and_contradictions(tmp_path):
         check_backbone_weights(load_params(params_file, overrides=[f"image.pretrained_path={weights}"]).image)
     with pytest.raises(ConfigError, match="image.pretrained_path: is set, but image.init is scratch"):
         load_params(REPO / "params.yaml", overrides=[f"image.pretrained_path={weights}"])
+
+
+def test_swin_tiny_weights_of_the_224_model_load_at_384x128(tmp_path):
+    """The paper preset's backbone: weights of timm's Swin-T (made for 224x224) load into the 384x128 model.
+    Every weight is the file's; the last stage (a 12x4 map) has 7x4 windows, for which timm's checkpoint
+    filter resizes the relative-position tables."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(3)
+    source = timm.create_model("swin_tiny_patch4_window7_224")  # as timm's model.safetensors holds it
+    path = tmp_path / "swin_tiny.safetensors"
+    save_file(source.state_dict(), str(path))
+    params = load_params(paper_params_file(tmp_path), overrides=[f"image.pretrained_path={path}"])
+    check_backbone_weights(params.image)
+    encoder = ImageEncoder(params.image, embed_dim=32, dropout=0.0)
+    weights = source.state_dict()
+    loaded = {key.replace("layers_", "layers."): value for key, value in encoder.backbone.named_parameters()}
+    resized = {key for key, value in loaded.items() if value.shape != weights[key].shape}
+    assert resized == {f"layers.3.blocks.{b}.attn.relative_position_bias_table" for b in (0, 1)}
+    assert len(loaded) > 100 and all(
+        torch.equal(loaded[key], weights[key]) for key in loaded.keys() - resized
+    )
