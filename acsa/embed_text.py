@@ -2,7 +2,8 @@
 
 Inputs:  params.yaml (text), PREPARED (default data/prepared: <split>/tokens.safetensors of every split).
 Outputs: OUT (default data/text_features), written atomically:
-  OUT/<split>.safetensors   `sentence` [captions, H] and `phrases` [the split's unique phrases, H], pooled
+  OUT/<split>.safetensors   `sentence` [captions, H], `phrases` [the split's unique phrases, H] and
+                            `pad_phrase` [1, H] (the input of a padded phrase slot, "[PAD]"), pooled
                             hidden states of the (frozen) text encoder; metadata: the SHA-256 of the token
                             file they encode (training and evaluation refuse features of other tokens)
   OUT/info.json             encoder, pooling, hidden size, counts
@@ -74,6 +75,14 @@ def embed_text(params: Params, prepared: Path, out: Path) -> dict:
                 f"{split} phrases",
             ),
         }
+        if "pad_phrase_input_ids" in tokens:
+            features[split]["pad_phrase"] = encode_texts(
+                encoder,
+                tokens["pad_phrase_input_ids"],
+                tokens["pad_phrase_attention_mask"],
+                params.text.batch_size,
+                f"{split} padding phrase",
+            )
     info = {
         "encoder": params.text.encoder,
         "pooling": params.text.pooling,

@@ -1,12 +1,17 @@
 """Stage `prepare`: benchmark -> prepared splits, noun phrases and tokens.
 
-Inputs:  params.yaml (data, synthetic, text); for a public benchmark the folder `data.root`.
+Inputs:  params.yaml (data, synthetic, text); for a public benchmark the folder `data.root`. A benchmark
+         without a val split (ICFG-PEDES) gets one of `data.val_ids_from_train` training identities
+         (acsa.data.readers). With `image.init: pretrained` the weights file `image.pretrained_path` must
+         exist (checked first, so a pipeline that would train a random backbone stops at once).
 Outputs: OUT (default data/prepared), written atomically (nothing is left behind on an error):
   OUT/<split>/records.json        the split's records: train pairs (0-based labels), or a val/test gallery
                                   and its queries; phrase indices into the split's own phrases.json
   OUT/<split>/phrases.json        the split's unique noun phrases
-  OUT/<split>/tokens.safetensors  token ids / masks of the split's captions and unique phrases
-  OUT/summary.json                per split {"ids", "images", "captions"}, phrase statistics (DVC metrics):
+  OUT/<split>/tokens.safetensors  token ids / masks of the split's captions and unique phrases, and of the
+                                  input of a padded phrase slot (the literal "[PAD]", as the released code)
+  OUT/summary.json                per split {"ids", "images", "captions"} (val: "from_train" true when
+                                  carved from the training identities), phrase statistics (DVC metrics):
                                   unique phrases per split, kept per caption, captions without any, at
                                   the cap (data.num_phrases) and over it (their last phrases dropped)
   OUT/benchmark/                  the generated benchmark (synthetic only: imgs/, reid_raw.json,
@@ -28,12 +33,12 @@ import numpy as np
 
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
-from acsa.config import Params
+from acsa.config import Params, check_backbone_weights
 from acsa.data.contact_sheet import write_contact_sheet
 from acsa.data.phrases import extract_all
 from acsa.data.readers import check_images, read_benchmark
 from acsa.data.synthetic import generate_synthetic
-from acsa.data.tokenize import load_tokenizer, tokenize
+from acsa.data.tokenize import PAD_PHRASE, load_tokenizer, tokenize
 from acsa.data.types import Benchmark
 from acsa.storage.files import atomic_output_dir, atomic_output_file, save_tensors, write_json
 
@@ -67,6 +72,8 @@ def split_summary(benchmark: Benchmark) -> dict[str, dict[str, int]]:
                 "images": len(split.image_paths),
                 "captions": len(split.captions),
             }
+    if benchmark.val_from_train:
+        summary["val"]["from_train"] = True
     return summary
 
 
@@ -91,16 +98,18 @@ def write_split(work: Path, name: str, record: dict, phrases: list[str], tensors
 def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
     """Run the stage; returns the summary written to OUT/summary.json. Every output, the contact sheet
     included, is written before OUT is replaced: a failure leaves the previous outputs as they were."""
-    sheet = contact_sheet if params.data.dataset == "synthetic" else None
+    check_backbone_weights(params.image)  # a pretrained backbone without its weights: stop now, not later
+    data = params.data
+    sheet = contact_sheet if data.dataset == "synthetic" else None
     with (
         atomic_output_file(sheet) if sheet is not None else contextlib.nullcontext() as sheet_tmp,
         atomic_output_dir(out) as work,
     ):
-        if params.data.dataset == "synthetic":
+        if data.dataset == "synthetic":
             root = generate_synthetic(work / paths.BENCHMARK_DIR, params.synthetic)
         else:
-            root = Path(params.data.root)
-        benchmark = read_benchmark(params.data.dataset, root)
+            root = Path(data.root)
+        benchmark = read_benchmark(data.dataset, root, data.val_ids_from_train, data.val_split_seed)
         check_images(benchmark)
 
         splits = {"train": benchmark.train, "val": benchmark.val, "test": benchmark.test}
@@ -122,6 +131,8 @@ def prepare(params: Params, out: Path, contact_sheet: Path | None) -> dict:
             phrase_tokens = tokenize(tokenizer, unique or [""], params.data.phrase_max_tokens)
             tensors = {f"caption_{key}": value for key, value in captions.items()}
             tensors.update({f"phrase_{key}": value for key, value in phrase_tokens.items()})
+            pad_tokens = tokenize(tokenizer, [PAD_PHRASE], params.data.phrase_max_tokens)
+            tensors.update({f"pad_phrase_{key}": value for key, value in pad_tokens.items()})
             write_split(work, name, record, unique, tensors)
         found = np.asarray(phrase_counts)
         kept = np.minimum(found, params.data.num_phrases)

@@ -1,22 +1,26 @@
 """GPU-scale check on random data (no dataset, no weights), made to finish within 8 minutes on one H100.
 
     PYTHONPATH=. python benchmarks/gpu_check.py [--budget-s 420] [--out benchmarks/results/gpu_check.json]
+    PYTHONPATH=. python benchmarks/gpu_check.py --preset released_code   # the released code's configuration
     PYTHONPATH=. python benchmarks/gpu_check.py --tiny      # CPU smoke run at a tiny size (the test suite)
 
 Needs only what the GPU machine has preinstalled (torch, timm, transformers); the repository goes on
 PYTHONPATH, nothing is installed.
 
 1. Training throughput of the paper configuration (params.yaml preset `paper`: Swin-T at 384x128 and
-   BERT-base, random init) with the text encoder frozen (cached features), images decoded from JPEG bytes
-   by a DataLoader as in training. Speed options are tried one at a time on top of the best so far and kept
-   when they win (>= 2% more pairs/s): bf16 autocast, DataLoader workers, channels_last, fused AdamW,
-   torch.compile (image and text encoders). Then the fine-tuned text encoder with the winning options, and
-   the winning options at batch 64.
+   BERT-base; `--preset released_code`: Swin-T at 224x224, both attention directions, channel regions),
+   with random weights (no weights file is read; the speed is the same: the presets' `image.init:
+   pretrained` asks for ImageNet weights only when training for real) and the text encoder frozen (cached
+   features), images decoded from JPEG bytes by a DataLoader as in training. Speed options are tried one
+   at a time on top of the best so far and kept when they win (>= 2% more pairs/s): bf16 autocast,
+   DataLoader workers, channels_last, fused AdamW, torch.compile (image and text encoders). Then the
+   fine-tuned text encoder with the winning options, and the winning options at batch 64.
 2. Local similarity at CUHK-PEDES test size (6,156 captions x 3,074 images, 7 x 10 tokens, d = 768;
    structured random features, benchmarks/problems.py): exact (score_pairwise) and global top-128 re-rank
    (score_candidates) of acsa's cross-attention (or the versions in --implementations), their
    agreement, fused R@1/5/10 (weight 0.5), and an fp32 matmul reference rate.
-3. Projection: time per CUHK-PEDES epoch (68,126 pairs) and for a 60-epoch run at the measured rates.
+3. Projection: time per CUHK-PEDES epoch (68,126 pairs) and for a run of the preset's `train.epochs` (20)
+   at the measured rates.
 
 Parts that would overrun `--budget-s` are skipped and marked so. Writes a JSON summary and prints tables.
 """
@@ -67,8 +71,8 @@ from benchmarks.training import (  # noqa: E402
 
 log = logging.getLogger("gpu_check")
 CUHK_TRAIN_PAIRS = 68_126
-EPOCHS = 60
 OPTIONS = ("bf16", "workers", "channels_last", "fused_adamw", "compile")
+PRESETS = ("paper", "released_code")  # params.yaml presets for a GPU (docs/presets.md)
 TINY_OVERRIDES = {
     "image.backbone": "resnet10t",
     "image.backbone_kwargs": {"channels": [8, 16, 32, 64], "stem_width": 8},
@@ -222,8 +226,8 @@ class Budget:
 def training_part(args, device: torch.device, budget: Budget) -> dict[str, Any]:
     tiny = args.tiny
     bert_config = None
-    frozen = load_config("paper", False, args.params, args.overrides)
-    finetune = load_config("paper", True, args.params, args.overrides)
+    frozen = load_config(args.preset, False, args.params, args.overrides)
+    finetune = load_config(args.preset, True, args.params, args.overrides)
     if tiny:
         from transformers import BertConfig
 
@@ -302,7 +306,7 @@ def training_part(args, device: torch.device, budget: Budget) -> dict[str, Any]:
                     "batch": row["batch"],
                     "pairs/s": row["pairs_per_s"],
                     "epoch min": epoch / 60,
-                    f"{EPOCHS} epochs h": EPOCHS * epoch / 3600,
+                    f"{frozen.train.epochs} epochs h": frozen.train.epochs * epoch / 3600,
                 }
             )
     return {"trials": trials, "best_options": best_options, "projections": projections}
@@ -390,6 +394,7 @@ def evaluation_part(args, device: torch.device, budget: Budget) -> dict[str, Any
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="tiny sizes on the CPU (or GPU): a smoke run")
+    p.add_argument("--preset", choices=PRESETS, default="paper", help="params.yaml preset (default: paper)")
     p.add_argument("--implementations", nargs="+", default=["current"], help=IMPLEMENTATION_HELP)
     p.add_argument("--budget-s", type=float, default=420.0, help="stop starting new parts after this")
     p.add_argument("--batch", type=int, default=None, help="training batch (default: the paper's, 16)")
@@ -397,7 +402,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers tried")
     p.add_argument("--compile", action="store_true", help="with --tiny: try torch.compile too")
     p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/gpu_check.json")
-    add_params_options(p, configuration=False)  # applied on top of the paper preset
+    add_params_options(p, configuration=False)  # applied on top of the preset
     return p
 
 
@@ -413,7 +418,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(1)  # tiny ops: one thread avoids waiting on a busy second core
     summary: dict[str, Any] = {
         "benchmark": "gpu_check",
-        "command": "PYTHONPATH=. python benchmarks/gpu_check.py" + (" --tiny" if args.tiny else ""),
+        "command": "PYTHONPATH=. python benchmarks/gpu_check.py"
+        + (" --tiny" if args.tiny else "")
+        + (f" --preset {args.preset}" if args.preset != "paper" else ""),
+        "preset": args.preset,
         "machine": machine_info(),
         "versions": versions(),
     }

@@ -213,10 +213,10 @@ def decode_images(args: argparse.Namespace) -> dict[str, Any]:
     wanted = params.synthetic.train_ids * params.synthetic.images_per_id
     prepared_dir = Path(args.prepared)
     with tempfile.TemporaryDirectory() as tmp:
-        if (prepared_dir / "splits.json").is_file():
+        if (prepared_dir / "train" / "records.json").is_file():
             prepared = load_prepared(prepared_dir)
             records, source = prepared.split("train"), str(prepared_dir)
-            decode = lambda: image_table(prepared, records, "images", params.image)  # noqa: E731
+            decode = lambda: image_table(prepared, "train", params.image)  # noqa: E731
             count = len(records["images"])
         else:  # a small synthetic benchmark: its images, all splits
             cfg = SyntheticConfig(train_ids=24, val_ids=4, test_ids=4, seed=params.synthetic.seed)
@@ -351,7 +351,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--prepared", default=str(REPO / "data" / "prepared"), help="prepared benchmark to decode")
     p.add_argument("--out", default=RESULTS / "train_profile.json")
-    add_params_options(p, ablation=False)
+    add_params_options(p, configuration=False)
     p.add_argument("--mode", default="profile", help=argparse.SUPPRESS)
     add_worker_options(p)
     return p

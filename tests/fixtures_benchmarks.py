@@ -63,9 +63,13 @@ def write_cuhk_pedes(root: Path, annotation_name: str = "reid_raw.json", images:
     return records
 
 
-def write_icfg_pedes(root: Path, annotation_name: str = "ICFG-PEDES.json", images: bool = True) -> list[dict]:
+def write_icfg_pedes(
+    root: Path, annotation_name: str = "ICFG-PEDES.json", images: bool = True, layout: dict | None = None
+) -> list[dict]:
     # Folders deliberately disagree with the split for some images: the `split` field decides.
-    records = make_records(ICFG_LAYOUT, "file_path", lambda split, n: ("train/", "test/")[n % 2], ".jpg")
+    records = make_records(
+        layout or ICFG_LAYOUT, "file_path", lambda split, n: ("train/", "test/")[n % 2], ".jpg"
+    )
     write_benchmark(root, annotation_name, records, images)
     return records
 

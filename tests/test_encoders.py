@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import timm
 import torch
 from transformers import BertConfig, BertModel
 
 from acsa.config import ImageConfig, TextConfig
+from acsa.errors import ConfigError
 from acsa.model.image_encoder import STRIPE_BANDS, ImageEncoder, band_weights
 from acsa.model.text_encoder import TextEncoder
 
@@ -91,11 +94,18 @@ def test_paper_swin_tiny_runs_at_384x128():
     assert feats.tokens.shape == (1, 7, DIM)
 
 
-@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
-def test_backbone_weights_load_from_a_local_file(tmp_path, suffix):
-    kwargs = {"channels": [16, 32, 64, 96], "stem_width": 8}
+@pytest.mark.parametrize(
+    ("suffix", "backbone", "kwargs"),
+    [
+        (".safetensors", "resnet10t", {"channels": [16, 32, 64, 96], "stem_width": 8}),
+        (".pth", "resnet10t", {"channels": [16, 32, 64, 96], "stem_width": 8}),
+        (".safetensors", SMALL_SWIN["backbone"], SMALL_SWIN["backbone_kwargs"]),  # the paper's family
+    ],
+)
+def test_backbone_weights_load_from_a_local_file(tmp_path, suffix, backbone, kwargs):
     torch.manual_seed(1)
-    source = timm.create_model("resnet10t", pretrained=False, **kwargs)  # with its classifier
+    size = {"img_size": (64, 32)} if backbone.startswith("swin") else {}
+    source = timm.create_model(backbone, pretrained=False, **{**kwargs, **size})  # with its classifier
     path = tmp_path / f"weights{suffix}"
     if suffix == ".safetensors":
         from safetensors.torch import save_file
@@ -103,15 +113,26 @@ def test_backbone_weights_load_from_a_local_file(tmp_path, suffix):
         save_file(source.state_dict(), str(path))
     else:
         torch.save({"state_dict": source.state_dict()}, path)
-    cfg = ImageConfig(backbone="resnet10t", backbone_kwargs=kwargs, pretrained_path=str(path))
+    cfg = ImageConfig(
+        backbone=backbone,
+        backbone_kwargs=kwargs,
+        init="pretrained",
+        pretrained_path=str(path),
+        height=64,
+        width=32,
+    )
     encoder = ImageEncoder(cfg, embed_dim=DIM, dropout=0.5)
-    torch.testing.assert_close(encoder.backbone.conv1[0].weight, source.conv1[0].weight)
-    torch.testing.assert_close(encoder.backbone.layer4[0].conv2.weight, source.layer4[0].conv2.weight)
+    loaded = {
+        re.sub(r"^layers_(\d+)", r"layers.\1", key): value
+        for key, value in encoder.backbone.named_parameters()
+    }
+    weights = source.state_dict()  # (timm's Swin features name a stage layers_N)
+    assert loaded and all(torch.equal(value, weights[key]) for key, value in loaded.items())
 
 
 def test_missing_weights_file_is_an_error(tmp_path):
-    cfg = ImageConfig(pretrained_path=str(tmp_path / "nope.pth"))
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    cfg = ImageConfig(init="pretrained", pretrained_path=str(tmp_path / "nope.pth"))
+    with pytest.raises(ConfigError, match="image.pretrained_path: .*nope.pth not found"):
         ImageEncoder(cfg, embed_dim=DIM, dropout=0.5)
 
 

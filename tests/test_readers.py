@@ -74,6 +74,42 @@ def test_icfg_pedes_split_field_beats_folders(tmp_path, annotation_name):
     assert any(p.startswith("train/") for p in bench.test.image_paths)
 
 
+# ICFG-PEDES as distributed: 0-based ids, one caption per image, no val split
+ICFG_TEN = {"train": (list(range(10)), 3, 1), "test": ([10, 11], 2, 1)}
+
+
+def test_icfg_pedes_val_split_carved_from_training_identities(tmp_path, caplog):
+    write_icfg_pedes(tmp_path, images=False, layout=ICFG_TEN)
+    with caplog.at_level(logging.WARNING):
+        bench = read_benchmark("icfg-pedes", tmp_path, val_ids_from_train=3, val_split_seed=0)
+    assert bench.val_from_train and "no val split: 3 of its 10 training identities (9 images" in caplog.text
+    val_ids, train_ids = set(bench.val.image_ids), set(bench.train.original_ids)
+    assert len(val_ids) == 3 and len(train_ids) == 7 and not val_ids & train_ids  # identities disjoint
+    assert val_ids | train_ids == set(range(10))
+    assert len(bench.val.image_paths) == 9 and len(bench.val.captions) == 9  # every image of those ids
+    assert len(bench.train.images) == 21 and sorted(set(bench.train.labels)) == list(range(7))
+    assert [bench.val.image_ids[i] for i in bench.val.caption_image_index] == bench.val.caption_ids
+    assert sorted(set(bench.test.image_ids)) == [10, 11]  # the test split is untouched
+    again = read_benchmark("icfg-pedes", tmp_path, val_ids_from_train=3, val_split_seed=0)
+    assert again.val == bench.val and again.train == bench.train  # seeded
+    draws = {frozenset(read_benchmark("icfg-pedes", tmp_path, 3, seed).val.image_ids) for seed in range(1, 6)}
+    assert len(draws) > 1  # the seed decides which identities
+
+
+def test_val_split_of_the_file_is_kept_and_zero_carves_nothing(tmp_path):
+    write_cuhk_pedes(tmp_path / "cuhk", images=False)
+    bench = read_benchmark("cuhk-pedes", tmp_path / "cuhk", val_ids_from_train=2)
+    assert not bench.val_from_train and sorted(set(bench.val.image_ids)) == [20, 21]
+    assert bench.train.original_ids == [3, 7, 12]
+    write_icfg_pedes(tmp_path / "icfg", images=False, layout=ICFG_TEN)
+    assert read_benchmark("icfg-pedes", tmp_path / "icfg", val_ids_from_train=0).val is None
+    with pytest.raises(DataError) as err:
+        read_benchmark("icfg-pedes", tmp_path / "icfg", val_ids_from_train=10)
+    assert "ICFG-PEDES.json: data.val_ids_from_train: 10 would leave none of its 10 training" in str(
+        err.value
+    )
+
+
 def test_rstpreid_img_path_and_full_stops(tmp_path):
     write_rstpreid(tmp_path, images=False)
     bench = read_benchmark("rstpreid", tmp_path)

@@ -1,4 +1,5 @@
-"""IdentityBatchSampler: batch composition, determinism, coverage, distributed slices, resume."""
+"""IdentityBatchSampler and RandomBatchSampler (`train.sampler`): batch composition, determinism, coverage,
+distributed slices, resume."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections import Counter
 
 import pytest
 
-from acsa.data.sampler import IdentityBatchSampler
+from acsa.data.sampler import IdentityBatchSampler, RandomBatchSampler, make_batch_sampler
+from acsa.errors import ConfigError
 
 
 def make_labels(num_ids: int = 40, seed: int = 0) -> list[int]:
@@ -122,3 +124,66 @@ def test_works_as_a_dataloader_batch_sampler() -> None:
     assert len(loader) == len(sampler)
     (first,) = next(iter(loader))
     assert first.shape == (8,)
+
+
+# ---- the random sampler (train.sampler: random, the released code's shuffled loader) -----------------------
+
+
+@pytest.mark.parametrize("rows", [40, 43])
+def test_random_batches_cover_every_row_once_and_top_up_the_last(rows: int) -> None:
+    sampler = RandomBatchSampler(rows, batch_size=8, seed=3)
+    for epoch in range(3):
+        batches = epoch_batches(sampler, epoch)
+        assert len(batches) == len(sampler) == -(-rows // 8)
+        assert all(len(batch) == 8 and len(set(batch)) == 8 for batch in batches)
+        seen = Counter(i for batch in batches for i in batch)
+        assert set(seen) == set(range(rows))
+        repeated = [i for i, count in seen.items() if count > 1]
+        assert len(repeated) == -rows % 8 and set(repeated) <= set(batches[-1])  # the topped-up batch only
+
+
+def test_random_batches_depend_on_seed_and_epoch_only() -> None:
+    first = epoch_batches(RandomBatchSampler(43, 8, seed=5), 2)
+    continued = RandomBatchSampler(43, 8, seed=5)
+    epoch_batches(continued, 0)  # an earlier epoch leaves no state behind: a resumed run gets the same
+    assert epoch_batches(continued, 2) == first
+    assert epoch_batches(RandomBatchSampler(43, 8, seed=5), 3) != first
+    assert epoch_batches(RandomBatchSampler(43, 8, seed=6), 2) != first
+    labels = make_labels()  # not grouped by identity: batches hold many identities with one row each
+    batch = epoch_batches(RandomBatchSampler(len(labels), 8, seed=0), 0)[0]
+    assert len({labels[i] for i in batch}) > 8 // 2
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_random_batches_split_between_ranks(world_size: int) -> None:
+    single = epoch_batches(RandomBatchSampler(43, 8, seed=7), 1)
+    per_rank = [
+        epoch_batches(RandomBatchSampler(43, 8, seed=7, rank=r, world_size=world_size), 1)
+        for r in range(world_size)
+    ]
+    for step, global_batch in enumerate(single):
+        assert [i for batches in per_rank for i in batches[step]] == global_batch
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 50}, r"batch_size must be in \[1, 43\]"),
+        ({"batch_size": 0}, "batch_size must be in"),
+        ({"world_size": 3}, "world_size must divide batch_size=8"),
+        ({"world_size": 2, "rank": 5}, "rank must be in"),
+    ],
+)
+def test_random_sampler_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RandomBatchSampler(**({"num_rows": 43, "batch_size": 8, "seed": 0} | kwargs))
+
+
+def test_train_sampler_chooses_the_sampler_and_bad_batches_are_config_errors() -> None:
+    labels = make_labels()
+    assert isinstance(make_batch_sampler("random", labels, 6, 4, 0, 0, 1), RandomBatchSampler)  # K unused
+    assert isinstance(make_batch_sampler("identity", labels, 8, 2, 0, 0, 1), IdentityBatchSampler)
+    with pytest.raises(
+        ConfigError, match=r"train.sampler \(identity\): batch_size must be a positive multiple"
+    ):
+        make_batch_sampler("identity", labels, 6, 4, 0, 0, 1)

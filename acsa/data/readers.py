@@ -13,7 +13,12 @@ Every problem in the annotation file is a one-line `DataError` naming the file a
 - one identity in two splits: a warning with the count per pair of splits (val/test ids are only compared
   within their split; a train/test overlap leaks identities and is worth knowing, but the files are used as
   distributed);
-- a split absent from the file (ICFG-PEDES has no val) is `None`; no train or no test records is an error.
+- a split absent from the file is `None`; no train or no test records is an error;
+- a benchmark without a val split (ICFG-PEDES) gets one carved from its training identities when asked
+  (`read_benchmark(..., val_ids_from_train=N, val_split_seed=S)`, params `data.val_ids_from_train` and
+  `data.val_split_seed`): N identities drawn with a numpy Generator seeded by S leave the training split with
+  all their images and captions and become the val split (their own ids kept, like any val split), so train
+  and val identities are disjoint; a benchmark with its own val split keeps it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
+
+import numpy as np
 
 from acsa.data.images import check_images, load_image
 from acsa.data.types import Benchmark, EvalSplit, TrainSplit
@@ -190,15 +197,42 @@ def build_eval(images: list[_Image]) -> EvalSplit:
     return EvalSplit(gallery, [im.id for im in images], captions, caption_ids, caption_image_index)
 
 
+def carve_val(by_split: dict[str, list[_Image]], num_ids: int, seed: int, source: Path) -> None:
+    """Move the images of `num_ids` training identities, drawn with `seed`, to a new val split (in place)."""
+    ids = sorted({im.id for im in by_split["train"]})
+    if num_ids >= len(ids):
+        raise DataError(
+            f"{source}: data.val_ids_from_train: {num_ids} would leave none of its {len(ids)} training "
+            "identities to train on"
+        )
+    chosen = {int(i) for i in np.random.default_rng(seed).choice(ids, size=num_ids, replace=False)}
+    by_split["val"] = [im for im in by_split["train"] if im.id in chosen]
+    by_split["train"] = [im for im in by_split["train"] if im.id not in chosen]
+    log.warning(
+        "%s has no val split: %d of its %d training identities (%d images; data.val_ids_from_train, "
+        "data.val_split_seed %d) are the val split, on which the epoch and fusion weight are chosen",
+        source,
+        num_ids,
+        len(ids),
+        len(by_split["val"]),
+        seed,
+    )
+
+
 def _read(
     name: str,
     root: Path,
     names: tuple[str, ...],
     path_key: str = "file_path",
     caption_fix: Callable[[str], str] | None = None,
+    val_ids_from_train: int = 0,
+    val_split_seed: int = 0,
 ) -> Benchmark:
     annotation_file = find_annotation_file(root, names)
     by_split = parse_records(load_records(annotation_file), annotation_file, path_key, caption_fix)
+    carved = not by_split.get("val") and val_ids_from_train > 0
+    if carved:
+        carve_val(by_split, val_ids_from_train, val_split_seed, annotation_file)
     benchmark = Benchmark(
         name=name,
         image_root=root / IMAGE_DIR,
@@ -206,33 +240,35 @@ def _read(
         val=build_eval(by_split["val"]) if by_split.get("val") else None,
         test=build_eval(by_split["test"]),
         annotation_file=annotation_file,
+        val_from_train=carved,
     )
     sizes = {s: len(by_split.get(s, [])) for s in SPLITS}
     log.info("%s: read %s (images per split: %s)", name, annotation_file, sizes)
     return benchmark
 
 
-def read_cuhk_pedes(root: Path) -> Benchmark:
+def read_cuhk_pedes(root: Path, **val: int) -> Benchmark:
     """CUHK-PEDES: `reid_raw.json` or `caption_all.json`; ids from 1; train/val/test."""
-    return _read("cuhk-pedes", root, CUHK_FILES)
+    return _read("cuhk-pedes", root, CUHK_FILES, **val)
 
 
-def read_icfg_pedes(root: Path) -> Benchmark:
-    """ICFG-PEDES: `ICFG-PEDES.json` or `ICFG_PEDES.json`; the `split` field (not a folder) is the split."""
-    return _read("icfg-pedes", root, ICFG_FILES)
+def read_icfg_pedes(root: Path, **val: int) -> Benchmark:
+    """ICFG-PEDES: `ICFG-PEDES.json` or `ICFG_PEDES.json`; the `split` field (not a folder) is the split; no
+    val split (`val` carves one: `val_ids_from_train`, `val_split_seed`)."""
+    return _read("icfg-pedes", root, ICFG_FILES, **val)
 
 
-def read_rstpreid(root: Path) -> Benchmark:
+def read_rstpreid(root: Path, **val: int) -> Benchmark:
     """RSTPReid: `data_captions.json` with `img_path`; glued full stops ("jacket.His") are split."""
-    return _read("rstpreid", root, RSTP_FILES, path_key="img_path", caption_fix=fix_full_stops)
+    return _read("rstpreid", root, RSTP_FILES, path_key="img_path", caption_fix=fix_full_stops, **val)
 
 
-def read_synthetic(root: Path) -> Benchmark:
+def read_synthetic(root: Path, **val: int) -> Benchmark:
     """The project's synthetic benchmark, in the CUHK-PEDES layout (`attributes.json` lies beside)."""
-    return _read("synthetic", root, CUHK_FILES)
+    return _read("synthetic", root, CUHK_FILES, **val)
 
 
-READERS: dict[str, Callable[[Path], Benchmark]] = {
+READERS: dict[str, Callable[..., Benchmark]] = {
     "synthetic": read_synthetic,
     "cuhk-pedes": read_cuhk_pedes,
     "icfg-pedes": read_icfg_pedes,
@@ -240,11 +276,14 @@ READERS: dict[str, Callable[[Path], Benchmark]] = {
 }
 
 
-def read_benchmark(name: str, root: str | Path) -> Benchmark:
-    """Read the benchmark `name` (a key of READERS) from the folder `root`."""
+def read_benchmark(
+    name: str, root: str | Path, val_ids_from_train: int = 0, val_split_seed: int = 0
+) -> Benchmark:
+    """Read the benchmark `name` (a key of READERS) from the folder `root`; without a val split of its own,
+    `val_ids_from_train` training identities (drawn with `val_split_seed`) become one (0: none)."""
     if name not in READERS:
         raise DataError(f"unknown dataset {name!r} (known: {', '.join(READERS)})")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder for {name} not found")
-    return READERS[name](root)
+    return READERS[name](root, val_ids_from_train=val_ids_from_train, val_split_seed=val_split_seed)

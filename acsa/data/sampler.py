@@ -1,6 +1,8 @@
-"""Identity-aware batches: every batch holds P identities with K rows each, so CMPM/CMPC see positives.
+"""Training batches of dataset rows (`train.sampler`), laid out per epoch from a numpy Generator seeded by
+(seed, epoch) alone, so that a resumed run and every rank of a distributed one compute the same batches.
 
-An epoch is laid out as follows, entirely from a numpy Generator seeded by (seed, epoch):
+`identity` (IdentityBatchSampler, the default): every batch holds P identities with K rows each, so CMPM/CMPC
+see positives besides each pair itself. An epoch is laid out as follows:
 
 1. each identity's rows are shuffled and cut into chunks of K = images_per_id rows; a short last chunk is
    padded with other rows of the same identity (with replacement only when the identity has fewer than K
@@ -12,8 +14,14 @@ An epoch is laid out as follows, entirely from a numpy Generator seeded by (seed
 4. the batch order is shuffled.
 
 B depends only on the label counts, so every epoch (and every rank) has the same number of batches.
-With world_size N every rank builds the same global batches and takes its contiguous 1/N slice of each one;
-when batch_size / N is a multiple of K, each rank gets whole identities.
+
+`random` (RandomBatchSampler, the released code's shuffled loader): the rows in a random order, cut into
+batches of batch_size; the last, short batch is topped up with rows drawn from the other batches, so every
+batch has the same size and every row appears at least once per epoch. A batch may then hold no two rows of
+one identity (each pair is still its own positive).
+
+With world_size N every rank builds the same global batches and takes its contiguous 1/N slice of each one
+(for the identity sampler, when batch_size / N is a multiple of K, each rank gets whole identities).
 """
 
 from __future__ import annotations
@@ -25,13 +33,66 @@ from collections.abc import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
+from acsa.errors import ConfigError
 
-class IdentityBatchSampler(Sampler[list[int]]):
-    """Yields lists of dataset indices: batch_size // images_per_id identities x images_per_id rows each.
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Yields this rank's slice of each global batch of the epoch (`global_batches`, in subclasses).
 
     Call `set_epoch(epoch)` before each epoch. `len()` is the number of batches per epoch, the same for every
     epoch and rank.
     """
+
+    def __init__(self, batch_size: int, seed: int, rank: int, world_size: int, num_batches: int) -> None:
+        if world_size < 1 or batch_size % world_size:
+            raise ValueError(f"world_size must divide batch_size={batch_size}, got {world_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self._num_batches = num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        per_rank = self.batch_size // self.world_size
+        lo = self.rank * per_rank
+        for batch in self.global_batches():
+            yield batch[lo : lo + per_rank]
+
+    def global_batches(self) -> list[list[int]]:
+        """The batches of the current epoch before they are split between ranks."""
+        raise NotImplementedError
+
+
+class RandomBatchSampler(GlobalBatchSampler):
+    """Yields lists of dataset indices: batch_size rows drawn at random (module docstring)."""
+
+    def __init__(self, num_rows: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1 or num_rows < batch_size:
+            raise ValueError(f"batch_size must be in [1, {num_rows}] (the rows), got {batch_size}")
+        super().__init__(batch_size, seed, rank, world_size, math.ceil(num_rows / batch_size))
+        self.num_rows = num_rows
+
+    def global_batches(self) -> list[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(self.num_rows)
+        short = -self.num_rows % self.batch_size
+        if short:  # top the last batch up with rows of the other batches, none twice
+            others = order[: len(order) - (self.batch_size - short)]
+            order = np.concatenate([order, rng.choice(others, size=short, replace=False)])
+        return order.reshape(-1, self.batch_size).tolist()
+
+
+class IdentityBatchSampler(GlobalBatchSampler):
+    """Yields lists of dataset indices: batch_size // images_per_id identities x images_per_id rows each."""
 
     def __init__(
         self,
@@ -48,11 +109,6 @@ class IdentityBatchSampler(Sampler[list[int]]):
             raise ValueError(
                 f"batch_size must be a positive multiple of images_per_id={images_per_id}, got {batch_size}"
             )
-        if world_size < 1 or batch_size % world_size:
-            raise ValueError(f"world_size must divide batch_size={batch_size}, got {world_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
-
         rows_by_id: dict[int, list[int]] = defaultdict(list)
         for index, label in enumerate(labels):
             rows_by_id[int(label)].append(index)
@@ -65,29 +121,11 @@ class IdentityBatchSampler(Sampler[list[int]]):
         # sorted by label so the layout does not depend on the order the dict was filled in
         self._rows = [np.asarray(rows_by_id[label], dtype=np.int64) for label in sorted(rows_by_id)]
         chunk_counts = [max(1, math.ceil(len(rows) / images_per_id)) for rows in self._rows]
-        self._num_batches = max(max(chunk_counts), math.ceil(sum(chunk_counts) / self.ids_per_batch))
-
-        self.batch_size = batch_size
+        num_batches = max(max(chunk_counts), math.ceil(sum(chunk_counts) / self.ids_per_batch))
+        super().__init__(batch_size, seed, rank, world_size, num_batches)
         self.images_per_id = images_per_id
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self._num_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        per_rank = self.batch_size // self.world_size
-        lo = self.rank * per_rank
-        for batch in self.global_batches():
-            yield batch[lo : lo + per_rank]
 
     def global_batches(self) -> list[list[int]]:
-        """The batches of the current epoch before they are split between ranks."""
         rng = np.random.default_rng([self.seed, self.epoch])
         k, num_batches = self.images_per_id, self._num_batches
         chunks: list[tuple[int, np.ndarray]] = []  # (identity, K rows), identities in shuffled order
@@ -114,3 +152,16 @@ class IdentityBatchSampler(Sampler[list[int]]):
                 ids.append(identity)
                 rows.append(rng.choice(pool, size=k, replace=len(pool) < k))
         return [np.concatenate(batch_rows[b]).tolist() for b in rng.permutation(num_batches)]
+
+
+def make_batch_sampler(
+    kind: str, labels: list[int], batch_size: int, images_per_id: int, seed: int, rank: int, world_size: int
+) -> GlobalBatchSampler:
+    """The sampler of `train.sampler` (`identity` or `random`) over rows with identity `labels`; arguments
+    that cannot make batches are a one-line ConfigError."""
+    try:
+        if kind == "random":
+            return RandomBatchSampler(len(labels), batch_size, seed, rank, world_size)
+        return IdentityBatchSampler(labels, batch_size, images_per_id, seed, rank, world_size)
+    except ValueError as err:
+        raise ConfigError(f"train.sampler ({kind}): {err}") from None

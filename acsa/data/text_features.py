@@ -4,8 +4,13 @@ a `TextBank`), or token ids for a fine-tuned encoder.
 Both text sources expose `encode(model, rows, device) -> TextFeatures`, so training and scoring do not care
 which. Axes: N captions, U unique phrases, P phrases per caption, D text hidden size.
 
-A split's features file (TEXT_FEATURES/<split>.safetensors: `sentence` [N, D], `phrases` [U, D]) records the
-SHA-256 of the token file it encodes; features of other tokens (stale, or another benchmark's) are refused.
+A split's features file (TEXT_FEATURES/<split>.safetensors: `sentence` [N, D], `phrases` [U, D], `pad_phrase`
+[1, D]) records the SHA-256 of the token file it encodes; features of other tokens (stale, or another
+benchmark's) are refused.
+
+Padded phrase slots (phrase_index -1) hold the input of a padded slot: the encoding of the literal "[PAD]"
+(acsa.data.tokenize.PAD_PHRASE), as in the released code; zeros in files written before it existed. A model
+that masks padding (`model.mask_padding: true`) never reads them.
 """
 
 from __future__ import annotations
@@ -47,10 +52,19 @@ def _check_features(
 class TextBank:
     """Frozen text features of one split: sentence [N, D] and per-caption phrases gathered from [U, D]."""
 
-    def __init__(self, sentence: torch.Tensor, phrases: torch.Tensor, phrase_index: torch.Tensor) -> None:
+    def __init__(
+        self,
+        sentence: torch.Tensor,
+        phrases: torch.Tensor,
+        phrase_index: torch.Tensor,
+        pad_phrase: torch.Tensor | None = None,
+    ) -> None:
         self.sentence = sentence  # [N, D]
         self.phrases = phrases  # [U, D]
         self.phrase_index = phrase_index  # [N, P], -1 = padding
+        self.pad_phrase = (
+            phrases.new_zeros(1, phrases.shape[1]) if pad_phrase is None else pad_phrase
+        )  # [1, D]
 
     @classmethod
     def load(cls, features_path: Path, tokens_path: Path, split: dict, split_name: str) -> TextBank:
@@ -83,16 +97,16 @@ class TextBank:
                 f"{features_path}: phrases has {phrases.shape[0]} rows, the split indexes {needed} phrases "
                 "(stale features: rerun dvc repro)"
             )
-        return cls(sentence, phrases, phrase_index)
+        return cls(sentence, phrases, phrase_index, features.get("pad_phrase"))
 
     def __len__(self) -> int:
         return self.sentence.shape[0]
 
     def batch(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(sentence [B, D], phrases [B, P, D] with zeros at padding, phrase_mask [B, P] bool)."""
+        """(sentence [B, D], phrases [B, P, D] with the pad phrase at padding, phrase_mask [B, P] bool)."""
         index = self.phrase_index[rows]  # [B, P]
         mask = index >= 0
-        phrases = self.phrases[index.clamp(min=0)] * mask.unsqueeze(-1)  # [B, P, D]
+        phrases = torch.where(mask.unsqueeze(-1), self.phrases[index.clamp(min=0)], self.pad_phrase)
         return self.sentence[rows], phrases, mask
 
     def statistics(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -137,13 +151,20 @@ class TokenTextSource:
         self.phrase_ids = tokens["phrase_input_ids"].long()  # [U, Lp]
         self.phrase_token_mask = tokens["phrase_attention_mask"].long()
         self.phrase_index = torch.tensor(split["phrase_index"], dtype=torch.long)  # [N, P], -1 = padding
+        self.pad_row = 0  # the token row a padded slot reads: the pad phrase, appended (else any phrase)
+        if "pad_phrase_input_ids" in tokens:
+            self.pad_row = self.phrase_ids.shape[0]
+            self.phrase_ids = torch.cat([self.phrase_ids, tokens["pad_phrase_input_ids"].long()])
+            self.phrase_token_mask = torch.cat(
+                [self.phrase_token_mask, tokens["pad_phrase_attention_mask"].long()]
+            )
 
     def __len__(self) -> int:
         return self.caption_ids.shape[0]
 
     def encode(self, model, rows: torch.Tensor, device: torch.device):
         index = self.phrase_index[rows]  # [B, P]
-        safe = index.clamp(min=0)
+        safe = torch.where(index >= 0, index, self.pad_row)
         return model.encode_text_tokens(
             self.caption_ids[rows].to(device),
             self.caption_mask[rows].to(device),

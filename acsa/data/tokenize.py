@@ -19,6 +19,11 @@ from acsa.paths import resolve_text_encoder
 
 log = logging.getLogger(__name__)
 
+# The input of a padded phrase slot, as the released code encodes it: the literal string "[PAD]", which BERT
+# tokenizers read as their padding token, attended to ([CLS] [PAD] [SEP], attention mask 1 1 1). It matters
+# only to a model that attends to padded slots (`model.mask_padding: false`); otherwise the slots are masked.
+PAD_PHRASE = "[PAD]"
+
 
 def load_tokenizer(encoder: str) -> Any:
     """The tokenizer of the configured text encoder ("minilm", a local folder, or a hub name).

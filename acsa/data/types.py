@@ -41,3 +41,4 @@ class Benchmark:
     val: EvalSplit | None
     test: EvalSplit
     annotation_file: Path
+    val_from_train: bool = False  # val carved from the training identities (the file has no val split)

@@ -28,6 +28,7 @@ from acsa.storage.checkpoint import check_finite_tensors, load_checkpoint, save_
 
 MODEL_SECTIONS = ("image", "model", "text")  # what must match between a checkpoint and the params used ...
 TRAINING_ONLY_KEYS = {  # ... except keys that only shape training
+    "image.init",
     "image.pretrained_path",
     "image.hflip",
     "image.translate",

@@ -9,7 +9,6 @@ Axis legend (names used in the comments below):
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -17,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acsa.config import ImageConfig
+from acsa.config import ImageConfig, check_backbone_weights
 from acsa.errors import ConfigError, one_line
+from acsa.model.backbone_weights import load_backbone_weights
 from acsa.model.features import ImageFeatures
 
 log = logging.getLogger(__name__)
@@ -54,31 +54,18 @@ def _as_tuples(kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
 
 
-def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """A local weights file (.safetensors, or a torch pickle of tensors) as a flat state dict."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"image.pretrained_path: {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):  # common checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    return state
-
-
 def create_backbone(
     name: str, kwargs: dict[str, Any], height: int, width: int, pretrained_path: str | None = None
 ) -> nn.Module:  # features_only timm model
     """A timm model by name + kwargs returning multi-stage feature maps (`features_only=True`).
 
-    Never downloads: weights come only from `pretrained_path`, passed to timm as a state dict so that timm's
-    own checkpoint filter adapts them (e.g. Swin's relative-position tables when the window size changes, the
-    classifier dropped). Models with a fixed input size (Swin, ViT) are built for `height` x `width`.
+    Never downloads: weights come only from `pretrained_path` (acsa.model.backbone_weights reads it, renaming
+    a known foreign layout), passed to timm as a state dict so that timm's own checkpoint filter adapts them
+    (e.g. Swin's relative-position tables when the window size changes, the classifier dropped). timm loads
+    some feature extractors non-strictly (MobileNet, EfficientNet), so the loaded weights are compared with a
+    random initialisation drawn the same way: a weight the file left as drawn (a file of another
+    architecture) is a one-line ConfigError. Models with a fixed input size (Swin, ViT) are built for
+    `height` x `width`.
     """
     model_kwargs: dict[str, Any] = {}
     if name not in BACKBONE_ALIASES and not timm.is_model(name):
@@ -91,13 +78,40 @@ def create_backbone(
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is not None and cfg.fixed_input_size:
         model_kwargs.setdefault("img_size", (height, width))
-    if pretrained_path:
-        state = load_state_dict_file(pretrained_path)
-        model_kwargs["pretrained_cfg_overlay"] = {"state_dict": state}
-        log.info("backbone %s: loading weights from %s", name, pretrained_path)
+    if not pretrained_path:
+        return _create(name, kwargs, pretrained=False, features_only=True, **model_kwargs)
+    state = load_backbone_weights(pretrained_path, name)
+    log.info("backbone %s: loading weights from %s", name, pretrained_path)
+    where = f"image.pretrained_path: {pretrained_path}"
+    with torch.random.fork_rng():  # both draw the same random initialisation
+        torch.manual_seed(0)
+        fresh = _create(name, kwargs, pretrained=False, features_only=True, **model_kwargs)
+        torch.manual_seed(0)
+        try:
+            model = _create(
+                name, kwargs, pretrained=True, features_only=True,
+                pretrained_cfg_overlay={"state_dict": state}, **model_kwargs,
+            )  # fmt: skip
+        except RuntimeError as err:  # strict loading: missing, unexpected or mis-shaped keys
+            raise ConfigError(f"{where} does not hold weights of {name} ({one_line(err)[:300]})") from None
+    # random draws only: constant initial values (BatchNorm's ones and zeros) may be loaded unchanged
+    drawn = {key: value for key, value in fresh.named_parameters() if value.min() < value.max()}
+    untouched = [
+        key for key, value in model.named_parameters() if key in drawn and torch.equal(value, drawn[key])
+    ]
+    if untouched:
+        raise ConfigError(
+            f"{where} left {len(untouched)} of the {len(drawn)} randomly drawn weights of {name} as drawn "
+            f"(e.g. {', '.join(untouched[:3])}): not weights of this architecture"
+        )
+    return model
+
+
+def _create(name: str, kwargs: dict[str, Any], **options: Any) -> nn.Module:
+    """timm.create_model, a keyword the constructor does not take being a one-line ConfigError."""
     try:
-        return timm.create_model(name, pretrained=bool(pretrained_path), features_only=True, **model_kwargs)
-    except TypeError as err:  # a keyword the constructor does not take
+        return timm.create_model(name, **options)
+    except TypeError as err:
         why = one_line(err)
         raise ConfigError(f"image.backbone_kwargs: {name} does not accept {kwargs} ({why})") from None
 
@@ -136,7 +150,8 @@ class ImageEncoder(nn.Module):
         pretrained: bool = True,
         use_image_token: bool = True,
     ) -> None:
-        """`pretrained=False` ignores `cfg.pretrained_path` (for a model whose checkpoint has the weights).
+        """`pretrained=False` ignores `cfg.pretrained_path` (for a model whose checkpoint has the weights);
+        otherwise `cfg.init: pretrained` needs the weights file (acsa.config.check_backbone_weights).
         `use_image_token=False` leaves the image-level token out of the token set (region and window tokens
         only); without region and window tokens the global embedding is the only token, so it needs one."""
         super().__init__()
@@ -147,14 +162,11 @@ class ImageEncoder(nn.Module):
         self.use_windows = use_windows
         self.use_image_token = use_image_token
         self.window_grid = tuple(cfg.window_grid)
-        self.backbone = create_backbone(
-            cfg.backbone,
-            cfg.backbone_kwargs,
-            cfg.height,
-            cfg.width,
-            cfg.pretrained_path if pretrained else None,
-        )
-        fmt = self.backbone.output_fmt
+        if pretrained:
+            check_backbone_weights(cfg)
+        weights = cfg.pretrained_path if pretrained and cfg.init == "pretrained" else None
+        self.backbone = create_backbone(cfg.backbone, cfg.backbone_kwargs, cfg.height, cfg.width, weights)
+        fmt = getattr(self.backbone, "output_fmt", "NCHW")  # timm's MobileNet features have none
         self.nhwc_maps = str(getattr(fmt, "value", fmt)) == "NHWC"  # timm Swin returns [b, h, w, c]
         # A convolutional backbone gets its input in channels_last, and its activations follow: oneDNN's CPU
         # convolutions, BatchNorm and max-pooling are faster in it (BENCHMARKS.md, training throughput); the

@@ -27,6 +27,7 @@ from acsa.config import Params, params_to_dict
 from acsa.data.image_tables import to_model_input
 from acsa.data.images import load_image
 from acsa.data.phrases import extract_noun_phrases
+from acsa.data.tokenize import PAD_PHRASE
 from acsa.errors import SearchError
 from acsa.model.acsa import ACSA
 from acsa.model.features import ImageFeatures, TextFeatures
@@ -195,20 +196,16 @@ class SearchModel:
         caption_ids, caption_mask = self._tokenize([text], data.caption_max_tokens)
         phrase_mask = torch.zeros(1, num_phrases, dtype=torch.bool, device=self.device)
         phrase_mask[0, : len(phrases)] = True
+        slots = phrases + [PAD_PHRASE] * (num_phrases - len(phrases))  # padded slots: as in training
         if self.params.text.finetune:  # the model holds its own (fine-tuned) text encoder
-            phrase_ids, phrase_ids_mask = self._tokenize(phrases or [""], data.phrase_max_tokens)
-            width = phrase_ids.shape[1]
-            ids = phrase_ids.new_zeros(1, num_phrases, width)
-            ids_mask = phrase_ids_mask.new_zeros(1, num_phrases, width)
-            ids[0, : len(phrases)] = phrase_ids[: len(phrases)]
-            ids_mask[0, : len(phrases)] = phrase_ids_mask[: len(phrases)]
-            features = self.model.encode_text_tokens(caption_ids, caption_mask, ids, ids_mask, phrase_mask)
+            ids, ids_mask = self._tokenize(slots, data.phrase_max_tokens)  # [P, Lp]
+            features = self.model.encode_text_tokens(
+                caption_ids, caption_mask, ids[None], ids_mask[None], phrase_mask
+            )
         else:
             encoder = self._frozen_encoder()
             sentence = encoder(caption_ids, caption_mask).float()  # [1, H]
-            hidden = sentence.new_zeros(1, num_phrases, sentence.shape[1])  # [1, P, H], zeros at padding
-            if phrases:
-                hidden[0, : len(phrases)] = self._phrase_states(phrases)
+            hidden = self._phrase_states(slots)[None]  # [1, P, H]
             features = self.model.encode_text(sentence, hidden, phrase_mask)
         return EncodedQuery(
             text=text,

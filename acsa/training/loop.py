@@ -1,6 +1,6 @@
-"""The training loop: identity-aware batches, AdamW groups, a step-based schedule, per-epoch validation,
-atomic per-epoch checkpoints and resume, in one process or several (acsa.training.distributed). No argparse
-and no fixed paths: the train stage passes them in.
+"""The training loop: identity-aware (or random) batches, AdamW groups, a step-based schedule, per-epoch
+validation, atomic per-epoch checkpoints and resume, in one process or several (acsa.training.distributed).
+No argparse and no fixed paths: the train stage passes them in.
 
 Resume (acsa.training.resume; README, Resuming): a run that finds a good checkpoint of the same
 configuration and data continues after it. The randomness of an epoch (batch order, augmentation, dropout)
@@ -23,10 +23,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from acsa.config import Params, TrainConfig, params_to_dict
+from acsa.config import Params, TrainConfig, check_backbone_weights, params_to_dict
 from acsa.data.image_tables import RowImages
 from acsa.data.prepared import Prepared, Split, load_prepared, read_split
-from acsa.data.sampler import IdentityBatchSampler
+from acsa.data.sampler import make_batch_sampler
 from acsa.data.text_features import text_statistics
 from acsa.errors import ConfigError, NonFiniteError, NonFiniteLossError
 from acsa.model.acsa import ACSA
@@ -183,6 +183,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
     model holds the best epoch's weights, on the others the last epoch's.
     """
     cfg = params.train
+    check_backbone_weights(params.image)  # before any data is read: a missing weights file stops at once
     ctx = ctx or Dist()
     device = device or resolve_device(cfg.device)
     if cfg.batch_size % ctx.world_size:
@@ -192,12 +193,15 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
     seed_everything(cfg.seed)
     set_threads(cfg.threads)
     prepared = load_prepared(paths.prepared)  # only the train and val folders are ever read here
-    check_batch_fits(cfg, len(prepared.split("train")["original_ids"]))
+    if cfg.sampler == "identity":
+        check_batch_fits(cfg, len(prepared.split("train")["original_ids"]))
     train = read_split(prepared, paths.features, "train", params)
     has_val = prepared.has("val")
     if not has_val and ctx.is_main:
         log.warning(
-            "%s has no validation split: the last epoch is kept, fusion weight fixed at %s",
+            "NO VALIDATION SPLIT: %s has none, so nothing can be chosen honestly: the LAST epoch is kept and "
+            "the fusion weight is FIXED at %s (not tuned). Carve one from the training identities with "
+            "data.val_ids_from_train > 0 and rerun the prepare stage",
             prepared.dataset("train"),
             UNTUNED_FUSION_WEIGHT,
         )
@@ -212,8 +216,14 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
         convert_batchnorm(model)
     model.to(device)
     optimizer = make_optimizer(model, cfg, params.text.lr)
-    sampler = IdentityBatchSampler(
-        train.records["labels"], cfg.batch_size, cfg.images_per_id, cfg.seed, ctx.rank, ctx.world_size
+    sampler = make_batch_sampler(
+        cfg.sampler,
+        train.records["labels"],
+        cfg.batch_size,
+        cfg.images_per_id,
+        cfg.seed,
+        ctx.rank,
+        ctx.world_size,
     )
     rows = RowImages(train.images, train.records["image_index"])
     loader = DataLoader(rows, batch_sampler=sampler, num_workers=cfg.num_workers)
