@@ -339,7 +339,9 @@ def test_method_states_the_study_settings(study):
     assert "the seeds of a, the seeds of b and the test identities" in text
     assert shown(sentences.optional(data)).strip() == (
         "Optional configurations, not trained by dvc repro and not in this report: small_swin "
-        "(image.backbone=swin_tiny_patch4_window7_224)."
+        "(image.backbone=swin_tiny_patch4_window7_224). They were cut from the default study to keep its "
+        "running time (the comment above study.optional in params.yaml); moving one into "
+        "study.configurations with a finding that names it adds it to this report."
     )
 
 

@@ -55,7 +55,12 @@ def optional(data: StudyData) -> str:
     if not data.study.optional:
         return ""
     listed = "; ".join(f"`{name}` ({markdown_text(describe(o))})" for name, o in data.study.optional.items())
-    return f"Optional configurations, not trained by `dvc repro` and not in this report: {listed}."
+    return (
+        f"Optional configurations, not trained by `dvc repro` and not in this report: {listed}. They were "
+        "cut from the default study to keep its running time (the comment above `study.optional` in "
+        "params.yaml); moving one into `study.configurations` with a finding that names it adds it to this "
+        "report."
+    )
 
 
 def missing(data: StudyData) -> str:
