@@ -9,7 +9,7 @@ Outputs: FINDINGS (default reports/findings.json, a DVC metrics file): one recor
            verdict ("better", "worse" or "no detectable difference")
          SUMMARY (default reports/study_summary.json, a DVC metrics file): per configuration, the seeds, the
            mean and standard deviation of every metric for each score kind, and per run the validation R@1
-           gained over the last quarter of its epochs (the plateau check)
+           gained over the last quarter of its epochs, by a least-squares line (the plateau check)
 How the intervals are computed: acsa/analysis/findings.py. Nothing here is chosen: this stage only reads the
 final evaluation's results.
 """

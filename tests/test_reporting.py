@@ -287,7 +287,7 @@ def test_plateau_sentence(study, tmp_path):
     data = load_study_data(**study)
     assert sentences.plateau(data) == (
         "11 of 12 runs flattened (each gained less than 0.5 point of validation R@1 over the last quarter of "
-        "its epochs). Still rising: `full` seed 1 (+2.3 over the last quarter of 8 epochs). Comparisons "
+        "its epochs, read off a least-squares line through them). Still rising: `full` seed 1 (+2.3 over the last quarter of 8 epochs). Comparisons "
         "involving `full` may partly measure how fast a model learns."
     )
 
@@ -302,7 +302,8 @@ def test_plateau_sentence(study, tmp_path):
     text = sentences.plateau(load_study_data(**study))
     assert text == (
         "All 11 runs with two epochs or more flattened: each gained less than 0.5 point of validation R@1 "
-        "over the last quarter of its epochs. Too few epochs to tell: `channels` seed 0."
+        "over the last quarter of its epochs, read off a least-squares line through them. Too few epochs to "
+        "tell: `channels` seed 0."
     )
     assert (
         tables.plateau_table(load_study_data(**study)).loc["channels", "seed 0"] == "too few epochs (1 epoch)"

@@ -112,3 +112,17 @@ def test_runs_of_a_configuration_must_differ_only_in_the_seed() -> None:
 
     assert settings_differences([run(0, 12, 2), run(1, 12, 1), run(2, 12, 1)]) == []  # seed, speed aside
     assert settings_differences([run(0, 12, 1), run(1, 8, 1)]) == ["train.epochs"]
+
+
+def test_plateau_gain_reads_a_line_through_the_last_quarter() -> None:
+    from acsa.analysis.findings import PLATEAU_GAIN, plateau_gain
+
+    assert plateau_gain([50.0]) is None  # one epoch: nothing to tell
+    rising = [float(epoch) for epoch in range(16)]  # +1 point per epoch: +4 over the last 4 epochs
+    assert plateau_gain(rising) == pytest.approx(4.0)
+    # a flat end whose best value happens to sit above the epoch before the quarter: the old statistic (best
+    # of the quarter minus that epoch) said +1.5 and "rising"; the line through the quarter says flat
+    flat_end = [60.0, 70.0, 75.625, 76.75, 76.875, 77.125, 76.625]
+    flat_end = [10.0] * 9 + flat_end
+    assert abs(plateau_gain(flat_end)) < PLATEAU_GAIN
+    assert plateau_gain([1.0, 3.0]) == pytest.approx(4.0)  # two epochs: the last two values, slope x 2

@@ -30,7 +30,7 @@ import numpy as np
 from acsa.study import METRICS, Finding, Study
 
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference"
-PLATEAU_GAIN = 0.5  # validation R@1 points: a run whose last quarter gains less has flattened
+PLATEAU_GAIN = 0.5  # validation R@1 points: a run whose last quarter's line rises less has flattened
 
 
 @dataclass(frozen=True)
@@ -134,13 +134,19 @@ def compare(
 
 
 def plateau_gain(curve: tuple[float, ...] | list[float]) -> float | None:
-    """Validation R@1 gained over the last quarter of the epochs: the best value of the last quarter minus the
-    value just before it (None for fewer than two epochs)."""
+    """Validation R@1 gained over the last quarter of the epochs (at least two): the least-squares line
+    through the quarter's values, its slope times the quarter's epochs (None for fewer than two epochs).
+
+    A line rather than the best value of the quarter minus the one before it: each epoch's validation R@1
+    carries about a point of noise, and the best of several noisy values sits above a flat curve's level, so
+    that difference called flat curves rising."""
     if len(curve) < 2:
         return None
-    last = max(1, math.ceil(len(curve) / 4))
-    last = min(last, len(curve) - 1)
-    return float(max(curve[-last:]) - curve[-last - 1])
+    last = min(len(curve), max(2, math.ceil(len(curve) / 4)))
+    values = np.asarray(curve[-last:], dtype=float)
+    epochs = np.arange(last, dtype=float)
+    slope = np.polyfit(epochs, values, 1)[0]
+    return float(slope * last)
 
 
 def summarise(runs: list[Run]) -> dict:

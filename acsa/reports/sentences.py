@@ -392,7 +392,8 @@ def _runs_by_configuration(runs: list[tuple[str, int]]) -> str:
 
 def plateau(data: StudyData) -> str:
     """How many runs had flattened (validation R@1 gained less than PLATEAU_GAIN over the last quarter of
-    their epochs), which were still rising, and which trained too few epochs to tell."""
+    their epochs, by a least-squares line), which were still rising, and which trained too few epochs to
+    tell."""
     runs = [(name, run) for name, entry in (data.summary or {}).items() for run in entry.get("plateau", [])]
     if not runs:
         return "No plateau check to show: the findings stage's summary is missing."
@@ -405,7 +406,10 @@ def plateau(data: StudyData) -> str:
         )
     flat = [(n, r) for n, r in checked if r.get("flattened")]
     rising = [(n, r) for n, r in checked if not r.get("flattened")]
-    rule = f"gained less than {PLATEAU_GAIN:g} point of validation R@1 over the last quarter of its epochs"
+    rule = (
+        f"gained less than {PLATEAU_GAIN:g} point of validation R@1 over the last quarter of its epochs, "
+        "read off a least-squares line through them"
+    )
     of = f"{len(checked)} runs" if not unknown else f"{len(checked)} runs with two epochs or more"
     text = (
         f"All {of} flattened: each {rule}." if not rising else f"{len(flat)} of {of} flattened (each {rule})."

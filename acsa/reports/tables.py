@@ -242,8 +242,8 @@ def text_features_table(text: dict[str, Any]) -> pd.DataFrame:
 
 
 def plateau_table(data: StudyData) -> pd.DataFrame:
-    """Per configuration and seed: validation R@1 gained over the last quarter of the epochs, `(rising)` when
-    the run had not flattened."""
+    """Per configuration and seed: validation R@1 gained over the last quarter of the epochs (least-squares
+    line), `rising` when the run had not flattened."""
     rows = []
     for name, entry in (data.summary or {}).items():
         row: dict[str, Any] = {"configuration": name}
