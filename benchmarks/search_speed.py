@@ -20,7 +20,8 @@ Sections (each a few rows of the table):
          7 random tokens each) written in the index format, FAISS built as `acsa index` does; then, in a
          fresh process: `--scale-queries` real captions through SearchIndex.search (p50 / p95), FAISS
          recall@100 against exact global search on `--recall-queries` synthesised captions (also for each
-         of `--nprobes`), and the process's peak resident memory.
+         of `--nprobes`), and the process's peak resident memory after the queries (what searching needs;
+         the exact baseline of the recall, every feature in memory, is reported apart).
   fp16   float32 vs float16 token storage on the prepared synthetic test split (every caption, all images
          candidates): share of queries whose top-10 list is identical, top-1 identical, R@1 of each.
 
@@ -375,6 +376,9 @@ def scale_worker(args) -> dict[str, Any]:
         t0 = time.perf_counter()
         index.search(caption, top_k=10)
         seconds.append(time.perf_counter() - t0)
+    # the search's own high-water mark: the exact baseline below (every feature in memory) is the
+    # benchmark's instrument, not part of what a search needs
+    search_peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     manifest = store.read_manifest(out)
     problem = ScaleProblem(args.scale_images, manifest["embed_dim"])
     queries = torch.from_numpy(problem.captions(args.recall_queries))
@@ -407,7 +411,8 @@ def scale_worker(args) -> dict[str, Any]:
         "recall_queries": len(queries),
         "nprobe": default_nprobe,
         "nprobe_sweep": sweep,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gb": search_peak_gb,
+        "peak_rss_gb_with_exact_baseline": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "global_search": index.global_search.kind,
     }
 
@@ -541,6 +546,7 @@ def rows_of(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(f"{n} images: global stage p95 ms ({s['global_search']})", s["global_stage"]["p95_ms"])
         add(f"{n} images: recall@100 vs exact", s["recall_at_100"], ">= 0.95", s["recall_at_100"] >= 0.95)
         add(f"{n} images: peak RSS GB", s["peak_rss_gb"], "<= 4", s["peak_rss_gb"] <= 4)
+        add(f"{n} images: peak RSS GB with the exact baseline", s["peak_rss_gb_with_exact_baseline"])
         add(
             f"{n} images: FAISS build s ({s['synthesis']['faiss']['factory']})",
             s["synthesis"]["faiss_build_s"],

@@ -287,8 +287,8 @@ def test_plateau_sentence(study, tmp_path):
     data = load_study_data(**study)
     assert sentences.plateau(data) == (
         "11 of 12 runs flattened (each gained less than 0.5 point of validation R@1 over the last quarter of "
-        "its epochs, read off a least-squares line through them). Still rising: `full` seed 1 (+2.3 over the last quarter of 8 epochs). Comparisons "
-        "involving `full` may partly measure how fast a model learns."
+        "its epochs, read off a least-squares line through them). Still rising: `full` seed 1 (+2.3 over the "
+        "last quarter of 8 epochs). Comparisons involving `full` may partly measure how fast a model learns."
     )
 
     def flattened(raw):
