@@ -24,11 +24,11 @@ from safetensors.torch import load_file
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
 from acsa.config import Params
-from acsa.data.text_features import TOKENS_HASH_KEY, file_sha256
+from acsa.data.text_features import TOKENS_HASH_KEY
 from acsa.errors import DataError, one_line
 from acsa.model.text_encoder import encode_texts, load_text_encoder
 from acsa.runtime import resolve_device, set_threads
-from acsa.storage.files import atomic_output_dir, save_tensors, write_json
+from acsa.storage.files import atomic_output_dir, save_tensors, sha256_of, write_json
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def embed_text(params: Params, prepared: Path, out: Path) -> dict:
     device = resolve_device(params.train.device)
     encoder = load_text_encoder(params.text, device)
     features: dict[str, dict[str, torch.Tensor]] = {}
-    hashes = {split: file_sha256(prepared / split / paths.TOKENS_FILE) for split in splits}
+    hashes = {split: sha256_of(prepared / split / paths.TOKENS_FILE) for split in splits}
     for split, tokens in all_tokens.items():
         features[split] = {
             "sentence": encode_texts(

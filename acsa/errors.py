@@ -63,5 +63,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def one_line(err: BaseException | str) -> str:
-    """The message of `err` with every run of whitespace (newlines included) collapsed to one space."""
-    return " ".join(str(err).split())
+    """The message of `err` with every run of whitespace (newlines included) collapsed to one space; an
+    exception without a message is named by its type."""
+    text = " ".join(str(err).split())
+    return text or (type(err).__name__ if isinstance(err, BaseException) else text)

@@ -223,7 +223,7 @@ def test_failed_fsync_cleans_up_too(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def fail(fd: int) -> None:
         raise OSError("I/O error")
 
-    monkeypatch.setattr(ckpt.os, "fsync", fail)
+    monkeypatch.setattr(os, "fsync", fail)  # the file writer (acsa.storage.files.durable_file) flushes
     with pytest.raises(OSError, match="I/O error"):
         save_checkpoint(tmp_path / "model.safetensors", {"w": torch.zeros(2)}, None, {})
     assert os.listdir(tmp_path) == []

@@ -15,7 +15,6 @@ that masks padding (`model.mask_padding: true`) never reads them.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
@@ -24,16 +23,9 @@ from safetensors.torch import load_file
 
 from acsa import paths
 from acsa.errors import DataError, one_line
+from acsa.storage.files import sha256_of
 
 TOKENS_HASH_KEY = "acsa.tokens_sha256"  # safetensors metadata of a features file
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_features(
@@ -74,7 +66,7 @@ class TextBank:
             raise FileNotFoundError(f"{features_path}: not found (run the embed_text stage first)")
         with safe_open(str(features_path), framework="pt") as f:
             encoded = (f.metadata() or {}).get(TOKENS_HASH_KEY)
-        if encoded != file_sha256(tokens_path):
+        if encoded != sha256_of(tokens_path):
             raise DataError(
                 f"{features_path}: encodes other tokens than {tokens_path} (stale or foreign text features: "
                 "rerun the embed_text stage, e.g. dvc repro)"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from acsa.errors import DataError, SearchError
+from acsa.errors import DataError, SearchError, one_line
 from acsa.search import global_search, store
 from acsa.search.model_access import SearchModel
 from acsa.search.scan import IMAGE_SUFFIXES, ImageFile, Scan, scan_folder, scan_paths
@@ -81,7 +81,7 @@ def _source(images: Path | None, prepared: Path | None, split: str | None) -> Sc
             records = prepared_data.split(name)
             image_root = prepared_data.image_root(name)
         except (OSError, KeyError, ValueError) as err:
-            raise SearchError(f"{prepared}: {store.one_line(err)}") from None
+            raise SearchError(f"{prepared}: {one_line(err)}") from None
         # evaluation splits list each image once (image_paths); the train split lists its images (images)
         scan = scan_paths(image_root, records.get("image_paths") or records.get("images") or [])
         where = f"{prepared} split {split or 'test'}"
@@ -348,7 +348,7 @@ def _encode_files(
 
 
 def _reason(err: Exception, path: Path) -> str:
-    text = store.one_line(err)
+    text = one_line(err)
     prefix = f"{path}: "
     return text[len(prefix) :] if text.startswith(prefix) else text
 

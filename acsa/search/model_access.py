@@ -10,7 +10,6 @@ ones first, the rest padding), k candidate images, H text hidden size, L word pi
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from acsa.model.acsa import ACSA
 from acsa.model.features import ImageFeatures, TextFeatures
 from acsa.model.text_encoder import TextEncoder
 from acsa.storage.checkpoint import load_checkpoint
+from acsa.storage.files import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,7 @@ def model_file(model: Path) -> Path:
 
 def model_identity(path: Path) -> str:
     """SHA-256 of the model file's bytes (weights and the configuration stored in it)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(path)
 
 
 class SearchModel:
@@ -234,7 +230,7 @@ class SearchModel:
 
     @torch.inference_mode()
     def attention(self, query: EncodedQuery, image_tokens: torch.Tensor) -> torch.Tensor:
-        """The attention between each candidate's tokens and the query's real phrases (method.md §3):
+        """The attention between each candidate's tokens and the query's real phrases (docs/method.md, 3):
         tokens [k, R, D] -> [k, R, P_real]. Image tokens querying phrases (the default): a[r, p], a softmax
         over the phrases; phrases querying tokens (`model.attention: phrase_queries`): a'[p, r] transposed,
         a softmax over the tokens."""

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import re
-import tempfile
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +32,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from acsa.errors import SearchError
+from acsa.errors import SearchError, one_line
+from acsa.storage.files import durable_file
 
 FORMAT = "acsa-search-index"
 VERSION = 1
@@ -45,39 +45,7 @@ TOKEN_DTYPES = {"float32": np.float32, "float16": np.float16}
 _OWN_FILE = re.compile(r"(shard-\d{6}-\d{5}|global-\d{6})\.safetensors|\..*\.tmp")
 
 
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
 # ---- writing ----------------------------------------------------------------------------------------------
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success flush it and rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> what a plain open() would give
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
 
 
 def write_shard(
@@ -95,17 +63,17 @@ def write_shard(
         "tokens": np.ascontiguousarray(tokens, dtype=TOKEN_DTYPES[token_dtype]),
     }
     metadata = {"acsa.format": SHARD_FORMAT, "files": json.dumps([list(f) for f in files])}
-    with _atomic_path(path) as tmp:
+    with durable_file(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
 
 
 def write_blob(path: Path, name: str, blob: np.ndarray, metadata: dict[str, str]) -> None:
-    with _atomic_path(path) as tmp:
+    with durable_file(path) as tmp:
         save_file({name: np.ascontiguousarray(blob)}, str(tmp), metadata=metadata)
 
 
 def write_manifest(folder: Path, manifest: dict) -> None:
-    with _atomic_path(Path(folder) / MANIFEST) as tmp:
+    with durable_file(Path(folder) / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=1))
 
 

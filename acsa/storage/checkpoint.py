@@ -22,8 +22,6 @@ Which files a training run keeps, and when it continues from one, is acsa.traini
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,7 +34,7 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from acsa.errors import CheckpointError, one_line
-from acsa.storage.files import save_tensors
+from acsa.storage.files import durable_file, save_tensors
 
 FORMAT_VERSION = "1"
 _FORMAT, _VERSION, _STRUCTURE = "acsa.format", "acsa.format_version", "acsa.structure"
@@ -99,18 +97,8 @@ def _encode(value: Any, name: str, tensors: dict[str, Tensor]) -> Any:
 
 def _atomic_save(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over `path` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_tensors(_storable(tensors), Path(tmp_name), metadata=metadata)
-        with open(tmp_name, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
+    with durable_file(path) as tmp:
+        save_tensors(_storable(tensors), tmp, metadata=metadata)
 
 
 def _storable(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -126,20 +114,6 @@ def _storable(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
         storages.add(storage)
         out[name] = tensor
     return out
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable; not possible on every platform, hence best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---- reading -----------------------------------------------------------------------------------------------

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import logging
 import math
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +72,38 @@ def atomic_output_file(path: Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def durable_file(path: Path) -> Iterator[Path]:
+    """Yield a fresh temporary path beside `path` (`.NAME.XXXXXXXX.tmp`) to write; on success give it an
+    output's usual permissions, flush it to disk and rename it over `path`, then flush the folder, so that
+    after a crash `path` is the old file or the new one, whole. On error the temporary file is removed.
+    For files that are replaced while readers may hold the folder open (checkpoints, a search index)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, new_file_mode())  # mkstemp creates 0600
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable; not possible on every platform, hence best effort."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
@@ -203,6 +237,16 @@ def read_json(path: Path) -> Any:
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 text ({one_line(err)})") from None
     return parse_json(text, path)
+
+
+def sha256_of(*paths: Path) -> str:
+    """SHA-256 hex digest of the files' bytes, read in order as one stream (one file: its usual digest)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 # ---- safetensors -------------------------------------------------------------------------------------------

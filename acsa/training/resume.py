@@ -11,7 +11,6 @@ checkpoint whatever moment the run died at. The file format itself is acsa.stora
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from torch.optim import Optimizer
 
 from acsa.errors import CheckpointError
 from acsa.storage.checkpoint import Checkpoint, check_checkpoint, load_checkpoint, save_checkpoint
+from acsa.storage.files import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +163,7 @@ def _name_order(path: Path) -> tuple[tuple[int, ...], str]:
 
 def data_fingerprint(files: list[Path]) -> str:
     """SHA-256 over the contents of `files` (what training reads besides the images)."""
-    digest = hashlib.sha256()
-    for path in files:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return sha256_of(*files)
 
 
 def _flat(config: Any, prefix: str = "") -> dict[str, Any]:
