@@ -412,3 +412,12 @@ def test_local_scores_follow_the_models_attention_direction(smoke_run: Path, tmp
     got = torch.tensor([r.local for r in response.results])
     torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
     assert not torch.allclose(got, reverse, atol=1e-3)  # the directions differ: the test can tell them apart
+
+
+def test_a_second_index_writer_is_refused_at_once(tmp_path: Path) -> None:
+    with store.writer_lock(tmp_path):
+        with pytest.raises(SearchError, match="another `acsa index` is writing this index"):
+            with store.writer_lock(tmp_path):
+                pass
+    with store.writer_lock(tmp_path):  # released on exit
+        pass

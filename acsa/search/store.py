@@ -24,7 +24,6 @@ import json
 import os
 import re
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from acsa.errors import SearchError, one_line
-from acsa.storage.files import durable_file
+from acsa.storage.files import durable_file, held_lock
 
 FORMAT = "acsa-search-index"
 VERSION = 1
@@ -92,22 +91,10 @@ def remove_unreferenced(folder: Path, manifest: dict | None) -> list[str]:
     return removed
 
 
-@contextlib.contextmanager
-def writer_lock(folder: Path) -> Iterator[None]:
+def writer_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold INDEX/.lock: a second writer fails at once; the lock dies with its process (even on SIGKILL)."""
-    import fcntl
-
-    with open(Path(folder) / LOCK, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SearchError(
-                f"{folder}: another `acsa index` is writing this index (it holds .lock)"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    busy = SearchError(f"{folder}: another `acsa index` is writing this index (it holds .lock)")
+    return held_lock(Path(folder) / LOCK, busy)
 
 
 # ---- reading ----------------------------------------------------------------------------------------------

@@ -107,6 +107,27 @@ def fsync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
+def held_lock(lock: Path, busy: Exception) -> Iterator[None]:
+    """Hold `lock` (flock on a file that stays: a folder's `.lock`) for this process; raise `busy` at once
+    when another process holds it. The kernel releases it when the process dies, even on SIGKILL, so a
+    crashed run never blocks the next one. Not POSIX: no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def _locked(lock: Path, out: Path) -> Iterator[None]:
     """Hold `lock` (flock, released by the kernel when the process dies, even on SIGKILL); raise
     OutputBusyError at once when another process holds it. The file is removed on release."""

@@ -24,7 +24,7 @@ from torch.optim import Optimizer
 
 from acsa.errors import CheckpointError
 from acsa.storage.checkpoint import Checkpoint, check_checkpoint, load_checkpoint, save_checkpoint
-from acsa.storage.files import sha256_of
+from acsa.storage.files import held_lock, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -117,22 +117,11 @@ class CheckpointFolder:
         The lock dies with its process (even on SIGKILL), so a crashed run never blocks the next one.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
+        busy = CheckpointError(
+            f"{self.root}: another training run is writing checkpoints here (it holds .lock)"
+        )
+        with held_lock(self.root / ".lock", busy):
             yield
-            return
-        with open(self.root / ".lock", "a") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise CheckpointError(
-                    f"{self.root}: another training run is writing checkpoints here (it holds .lock)"
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def remove_temporary_files(self) -> None:
         """Delete the half-written files of a process killed inside `save_checkpoint`."""
