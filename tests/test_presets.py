@@ -7,6 +7,7 @@ import dataclasses
 import re
 
 import pytest
+import torch
 import yaml
 from conftest import REPO
 
@@ -95,3 +96,41 @@ def test_released_code_differs_from_paper_where_the_table_says_released_code():
         "train.sampler",
     }
     assert all("released code" in rows[key][-1] for key in differ)
+
+
+RELEASED_FUSION = (0.05, 0.08, 0.10, 0.12, 0.15, 0.18)  # a of the released code's (1 - a) global + a local
+
+
+def test_released_code_grid_ranks_as_the_released_formula():
+    """The released code fuses (1 - a) global + a local; this project global + w local. With w = a / (1 - a)
+    the two are a positive factor (1 - a) apart, so every ranking is the same: checked on random scores,
+    query by query over the whole gallery (float64, so that no two fused scores fall within rounding of each
+    other). The released grid used as w (what the preset held before) ranks differently."""
+    from acsa.scoring.metrics import per_query_ranks, rank_metrics
+    from acsa.scoring.retrieval import Scores
+
+    grid = load_params(REPO / "params.yaml", preset="released_code").evaluate.fusion_weights
+    assert grid[0] == 0.0 and len(grid) == len(RELEASED_FUSION) + 1  # w = 0: the global score alone
+    generator = torch.Generator().manual_seed(0)
+    queries, gallery = 64, 400
+    scores = Scores(
+        global_=torch.rand(queries, gallery, generator=generator, dtype=torch.float64) * 2 - 1,
+        local=torch.rand(queries, gallery, generator=generator, dtype=torch.float64) * 2 - 1,
+        candidates=None,
+    )
+    query_ids = torch.randint(0, 40, (queries,), generator=generator)
+    gallery_ids = torch.cat([torch.arange(40), torch.randint(0, 40, (gallery - 40,), generator=generator)])
+
+    def ranking(similarity: torch.Tensor):
+        ranks = per_query_ranks(similarity, query_ids, gallery_ids, top=gallery)
+        return ranks.top_indices, rank_metrics(similarity, query_ids, gallery_ids)
+
+    differs_as_w = 0
+    for a, w in zip(RELEASED_FUSION, grid[1:], strict=True):
+        assert w == pytest.approx(a / (1 - a), rel=1e-15)
+        released_order, released_metrics = ranking((1 - a) * scores.global_ + a * scores.local)
+        order, metrics = ranking(scores.fused(w))
+        assert torch.equal(order, released_order), f"w {w} (a {a})"
+        assert metrics == pytest.approx(released_metrics, abs=1e-12)
+        differs_as_w += not torch.equal(ranking(scores.fused(a))[0], released_order)
+    assert differs_as_w == len(RELEASED_FUSION)
