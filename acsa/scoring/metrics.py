@@ -1,12 +1,15 @@
 """Text -> image retrieval metrics (docs/method.md, section 6; IRRA's `rank` is the reference protocol).
 
 Every query is a caption, the gallery every test image once; a match is a gallery image of the query's
-identity. Per query the gallery is ordered by similarity, descending; ties keep gallery order (as a stable
-sort would), so results are deterministic. `rank_metrics` needs only the ranks of the matches, counted
-without sorting (two passes over each row per match instead of a sort: faster at CUHK-PEDES size, where
-it runs once per fusion weight; BENCHMARKS.md); `per_query_ranks` sorts, for the top indices. Queries are
-processed in chunks: memory beyond the similarity matrix itself is O(chunk x G), whatever the number of
-queries.
+identity. Per query the gallery is ordered by similarity, descending; exact ties keep gallery order (as a
+stable sort would), so results are deterministic and do not depend on how a sort breaks ties. This is a
+choice, documented in docs/method.md (section 6): IRRA's `rank` sorts with `torch.argsort`, which is not
+stable, and the released code takes `topk`, whose order among equal scores is unspecified, so their R@K on
+exactly tied scores depends on the implementation (up to 12 points apart on heavily tied random scores).
+`rank_metrics` needs only the ranks of the matches, counted without sorting (two passes over each row per
+match instead of a sort: faster at CUHK-PEDES size, where it runs once per fusion weight; BENCHMARKS.md);
+`per_query_ranks` sorts, for the top indices. Queries are processed in chunks: memory beyond the similarity
+matrix itself is O(chunk x G), whatever the number of queries.
 """
 
 from __future__ import annotations
