@@ -167,3 +167,43 @@ def test_swin_tiny_weights_of_the_224_model_load_at_384x128(tmp_path):
     assert len(loaded) > 100 and all(
         torch.equal(loaded[key], weights[key]) for key in loaded.keys() - resized
     )
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this pickle runs code",))
+
+
+@pytest.mark.parametrize(
+    "kind", ["garbage.pth", "truncated.safetensors", "code.pth", "list.pth", "empty.pth"]
+)
+def test_a_file_that_is_not_weights_is_one_line(tmp_path, capsys, kind):
+    """image.pretrained_path naming garbage, a truncated safetensors file, a pickle that would run code
+    (torch's weights-only loader refuses it) or a torch file of something else: one line naming the file,
+    exit 2 (each was a traceback)."""
+    import pickle
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / kind
+    if kind == "garbage.pth":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "truncated.safetensors":
+        save_file({"conv.weight": torch.zeros(64, 64)}, str(path))
+        path.write_bytes(path.read_bytes()[:1000])
+    elif kind == "code.pth":
+        path.write_bytes(pickle.dumps(_RunsCode()))
+    elif kind == "list.pth":
+        torch.save([torch.zeros(2), 3], path)
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(ConfigError, match=f"image.pretrained_path: {path} ") as refused:
+        load_backbone_weights(path, "resnet10t")
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 400
+    with pytest.raises(SystemExit) as exited:
+        run_stage(lambda argv: load_backbone_weights(path, "resnet10t"), [])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and "Traceback" not in err and "this pickle runs code" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: image.pretrained_path: {path} ")

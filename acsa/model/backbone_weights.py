@@ -24,13 +24,14 @@ where block i (1..17) is block b of stage s in stage order, stages holding 1, 2,
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from acsa.errors import ConfigError
+from acsa.errors import ConfigError, one_line
 
 MOBILENET_V2_STAGES = (1, 2, 3, 4, 3, 3, 1)  # inverted-residual blocks per stage (width 1.0)
 _FIRST_BLOCK = {"conv.0.0": "conv_dw", "conv.0.1": "bn1", "conv.1": "conv_pw", "conv.2": "bn2"}
@@ -78,21 +79,39 @@ CONVERTERS: dict[str, tuple[str, Callable[[dict[str, Tensor]], dict[str, Tensor]
 }
 
 
+def _read(path: Path) -> object:
+    """The file's contents; anything that is not a readable weights file (garbage, a truncated file, a
+    pickle that would run code: torch's weights-only loader refuses it) is a one-line ConfigError."""
+    from safetensors import SafetensorError
+
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, ValueError, EOFError, OSError) as err:
+        reason = one_line(str(err).split("\n", 1)[0] or err)[:200]  # torch's messages run to a page
+        kind = "safetensors" if path.suffix == ".safetensors" else "torch (.pth) weights"
+        raise ConfigError(
+            f"image.pretrained_path: {path} is not a readable {kind} file ({type(err).__name__}: {reason})"
+        ) from None
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """A local weights file (.safetensors, or a torch file of tensors, never unpickling code) as a flat state
     dict, unwrapped from a `state_dict` or `model` entry."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"image.pretrained_path: {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path), device="cpu")
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _read(path)
     for key in ("state_dict", "model"):  # common checkpoint wrappers
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
+    ):
+        raise ConfigError(f"image.pretrained_path: {path} holds no weights (not a dict of named tensors)")
     return state
 
 

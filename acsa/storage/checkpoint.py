@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
-from acsa.errors import CheckpointError, one_line
+from acsa.errors import CheckpointError, NonFiniteError, one_line
 from acsa.storage.files import durable_file, save_tensors
 
 FORMAT_VERSION = "1"
@@ -134,15 +134,20 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Che
     return Checkpoint(decoded["model"], decoded["optimizer"], decoded["meta"])
 
 
+class NonFiniteWeightsError(CheckpointError, NonFiniteError):
+    """A checkpoint whose weights hold a NaN or an infinity: a CheckpointError (the file is unusable) that
+    exits with the non-finite status, 3, as README says of non-finite weights."""
+
+
 def check_finite_tensors(path: Path, tensors: dict[str, Tensor]) -> None:
-    """Raise CheckpointError naming the first float tensor of `tensors` (read from `path`) that holds a NaN or
-    an infinity: training never saves such weights, so the file is damaged (one flipped bit can make a float
-    NaN, and a model of NaN scores would rank every match first)."""
+    """Raise NonFiniteWeightsError naming the first float tensor of `tensors` (read from `path`) that holds a
+    NaN or an infinity: training never saves such weights, so the file is damaged (one flipped bit can make a
+    float NaN, and a model of NaN scores would rank every match first)."""
     for name, tensor in tensors.items():
         if tensor.is_floating_point():
             bad = int((~torch.isfinite(tensor)).sum())
             if bad:
-                raise CheckpointError(
+                raise NonFiniteWeightsError(
                     f"{path}: tensor {name} holds {bad} NaN or infinite values (a damaged file: retrain it, "
                     "dvc repro)"
                 )
