@@ -10,6 +10,7 @@ notebook kernel starts fast. The free-text queries are drawn by acsa.reports.sea
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
-from acsa.reports.markup import markdown_code, markdown_text
+from acsa.reports.markup import markdown_text
 from acsa.reports.notebook import as_list
 
 MATCH, WRONG, OWN = "#2e9d4a", "#d62728", "#1f77b4"  # frame colours: correct, incorrect, the query's image
@@ -117,10 +118,22 @@ def rank_table(queries: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("first match at rank")
 
 
+def code_span(text: object) -> str:
+    """`text` (one line) as a Markdown code span, shown exactly as written: `<`, `&` and backslashes are not
+    read inside one, and the fence is longer than any run of backticks in the text. Not the inline <code>
+    element of markup.markdown_code: nbconvert's renderer with embedded images (the reports' HTML) re-parses
+    each inline HTML tag on its own and empties the element, so a phrase reached the page as
+    `<code></code>man`."""
+    value = " ".join(str(text).split())
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", value)), default=0) + 1)
+    pad = " " if value[:1] == "`" or value[-1:] == "`" else ""  # one space each side is stripped when read
+    return f"{fence}{pad}{value}{pad}{fence}"
+
+
 def case_markdown(explained: Explained, query: int) -> str:
     q = explained.queries[query]
     outcome = "success" if q["rank"] == 1 else "failure"
-    phrases = " · ".join(markdown_code(p) for p in q["phrases"]) or "(none)"
+    phrases = " · ".join(code_span(p) for p in q["phrases"]) or "(none)"
     return (
         f"#### Query {query} — {outcome}: first match at rank {q['rank']} (global score alone: "
         f"{q['global_rank']}), identity {markdown_text(q['id'])}\n\n> {markdown_text(q['caption'])}\n\n"
@@ -336,7 +349,7 @@ def attribute_findings(errors: dict[str, Any], top: int = 3, min_misses: int = 5
 
     def listed(attributes: list[dict]) -> str:
         return ", ".join(
-            f"{markdown_code(a['attribute'])} ({a['top1_differs_when_stated']:.0f}%)" for a in attributes
+            f"{code_span(a['attribute'])} ({a['top1_differs_when_stated']:.0f}%)" for a in attributes
         )
 
     noise = errors["by_caption_noise"]
