@@ -5,14 +5,18 @@
     acsa search --index INDEX "a woman in a red coat carrying a black backpack" [--top-k 10] [--format json]
     acsa serve  --index INDEX [--host 127.0.0.1] [--port 8000]      a web page: search box, results, attention
 
-Bad input (an empty query, a missing index, a folder without images, ...) is one line on stderr, exit 2.
-The library behind it: acsa.search (README, Person search).
+Bad input (an empty query, a missing index, a folder without images, a busy port, ...) is one line on stderr,
+exit 2; a NaN or infinity met in an index or in the model's features, exit 3. Nothing is printed before.
+`--format table` and `csv` print one row per result whatever the file's name (control characters and bytes
+that are not UTF-8 as backslash escapes, acsa.search.names); `json` keeps each path exact (such bytes as
+\\udcXX escapes: os.fsencode gives them back). The library behind it: acsa.search (README, Person search).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import sys
@@ -80,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)"
     )
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another name or address the page is opened by (repeatable; e.g. this machine's LAN address "
+        "with --host 0.0.0.0). Requests addressed to any other name are refused (DNS rebinding)",
+    )
     serve.add_argument("--model", type=Path, default=None, help="the index's model, if it has moved")
     return parser
 
@@ -104,12 +116,14 @@ def _index(args: argparse.Namespace) -> None:
 
 def _search(args: argparse.Namespace) -> None:
     from acsa.search.api import SearchIndex
-    from acsa.search.query import check_query, check_top_k
+    from acsa.search.query import check_fusion_weight, check_query, check_top_k
 
     check_query(args.query)  # before loading anything
     check_top_k(args.top_k)
     if args.candidates < 1:
         raise _error("--candidates must be at least 1")
+    if args.fusion_weight is not None:
+        check_fusion_weight(args.fusion_weight, "--fusion-weight")
     index = SearchIndex.open(args.index, model=args.model, fusion_weight=args.fusion_weight)
     if args.nprobe is not None:
         if index.global_search.faiss_index is None:
@@ -117,36 +131,54 @@ def _search(args: argparse.Namespace) -> None:
         index.global_search.nprobe = args.nprobe
     response = index.search(args.query, top_k=args.top_k, candidates=args.candidates)
     rows = [r.to_dict() for r in response.results]
-    if args.format == "json":
-        json.dump(rows, sys.stdout, indent=1)
-        print()
-    elif args.format == "csv":
-        writer = csv.DictWriter(sys.stdout, fieldnames=["rank", "path", "global", "local", "fused"])
+    sys.stdout.write(_formatted(rows, response, len(index), args.format))
+
+
+def _formatted(rows: list[dict], response, images: int, form: str) -> str:
+    """The results as `form` (json, csv or table), whole: nothing is printed unless all of it is ready."""
+    from acsa.search.names import printable
+
+    out = io.StringIO()
+    if form == "json":
+        json.dump(rows, out, indent=1, allow_nan=False)  # ensure_ascii: exact paths, any bytes
+        out.write("\n")
+    elif form == "csv":
+        writer = csv.DictWriter(out, fieldnames=["rank", "path", "global", "local", "fused"])
         writer.writeheader()
-        writer.writerows({"rank": i + 1, **row} for i, row in enumerate(rows))
+        writer.writerows({"rank": i + 1, **row, "path": printable(row["path"])} for i, row in enumerate(rows))
     else:
-        print(
-            f"phrases: {', '.join(response.phrases)}; fusion weight {response.fusion_weight:g}; "
-            f"{len(index)} images"
-        )
-        print(f"{'rank':>4}  {'fused':>8}  {'global':>7}  {'local':>7}  path")
+        phrases = ", ".join(printable(p) for p in response.phrases)
+        out.write(f"phrases: {phrases}; fusion weight {response.fusion_weight:g}; {images} images\n")
+        out.write(f"{'rank':>4}  {'fused':>8}  {'global':>7}  {'local':>7}  path\n")
         for i, row in enumerate(rows):
             local = "-" if row["local"] is None else f"{row['local']:7.4f}"
-            print(f"{i + 1:>4}  {row['fused']:8.4f}  {row['global']:7.4f}  {local:>7}  {row['path']}")
+            path = printable(row["path"])
+            out.write(f"{i + 1:>4}  {row['fused']:8.4f}  {row['global']:7.4f}  {local:>7}  {path}\n")
+    return out.getvalue()
 
 
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from acsa.search.api import SearchIndex
+    from acsa.search.names import printable
     from acsa.search.server import create_app
+    from acsa.search.serving import bind, host_name
 
-    index = SearchIndex.open(args.index, model=args.model)
-    index.model.warm_up()
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: other machines can reach this page and the indexed images", args.host)
-    print(f"serving {args.index} ({len(index)} images) at http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(create_app(index), host=args.host, port=args.port, log_level="warning")
+    sockets = bind(args.host, args.port)  # a busy or invalid port is said before the model loads
+    try:
+        index = SearchIndex.open(args.index, model=args.model)
+        index.model.warm_up()
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("serving on %s: other machines can reach this page and the indexed images", args.host)
+        where = f"http://{host_name(args.host)}:{args.port}/"
+        print(f"serving {printable(str(args.index))} ({len(index)} images) at {where}", flush=True)
+        app = create_app(index, args.host, args.port, tuple(args.allow_host))
+        config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _error(message: str):

@@ -30,7 +30,7 @@ def client(index: SearchIndex):
 
     from acsa.search.server import create_app
 
-    return TestClient(create_app(index))
+    return TestClient(create_app(index, "127.0.0.1", 8000), base_url="http://127.0.0.1:8000")
 
 
 def test_search_api_returns_scores_phrases_and_attention(client, index: SearchIndex):
@@ -41,9 +41,9 @@ def test_search_api_returns_scores_phrases_and_attention(client, index: SearchIn
     assert body["fusion_weight"] == index.fusion_weight
     assert len(body["results"]) == 5 and len(body["tokens"]) == len(index.manifest["token_names"])
     for result in body["results"]:
-        assert set(result) == {"path", "key", "global", "local", "fused", "attention"}
+        assert set(result) == {"path", "key", "url", "global", "local", "fused", "attention"}
         assert len(result["attention"]) == 3 and len(result["attention"][0]) == len(body["tokens"])
-    image = client.get("/images/" + body["results"][0]["key"])
+    image = client.get(body["results"][0]["url"])
     assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     assert image.content == Path(body["results"][0]["path"]).read_bytes()
     info = client.get("/api/info").json()
@@ -125,7 +125,7 @@ def served(index: SearchIndex):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(index), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(index, "127.0.0.1", port), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

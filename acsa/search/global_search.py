@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acsa.errors import SearchError
+from acsa.errors import SearchError, one_line
 from acsa.search import store
 
 log = logging.getLogger(__name__)
@@ -100,22 +100,35 @@ def build_global_index(out: Path, manifest: dict, generation: int) -> None:
     }
 
 
-def load_faiss(folder: Path, info: dict, rows: int):
+def load_faiss(folder: Path, info: dict, rows: int, dim: int):
+    """The FAISS index the manifest's `global_index` names, checked: its bytes against the recorded SHA-256
+    (before FAISS parses them), then that FAISS reads them as an IVF index of `rows` rows of `dim`."""
     faiss = _faiss()
 
     path = Path(folder) / info["file"]
     if not path.is_file():
         raise SearchError(f"{path}: missing FAISS index (named by the manifest); rerun `acsa index`")
-    blob = store.StoredTensor(path, "faiss").read()  # in memory: FAISS parses it
+    stored = store.StoredTensor(path, "faiss")
+    if stored.dtype != np.uint8 or len(stored.shape) != 1:
+        raise SearchError(f"{path}: corrupt FAISS index (not a byte string); rerun `acsa index`")
+    blob = stored.read()  # in memory: FAISS parses it
     if hashlib.sha256(blob.tobytes()).hexdigest() != info["sha256"]:
         raise SearchError(f"{path}: corrupt FAISS index (checksum differs); rerun `acsa index`")
-    index = faiss.deserialize_index(blob)
+    try:
+        index = faiss.deserialize_index(blob)
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError as err:  # FAISS's own checks of what it parses
+        reason = one_line(err)[:200]
+        raise SearchError(f"{path}: corrupt FAISS index ({reason}); rerun `acsa index`") from None
     del blob
-    if index.ntotal != rows:
+    if index.ntotal != rows or index.d != dim:
         raise SearchError(
-            f"{path}: FAISS index holds {index.ntotal} rows, the index {rows}; rerun `acsa index`"
+            f"{path}: FAISS index holds {index.ntotal} rows of {index.d} dimensions, the index {rows} of "
+            f"{dim}; rerun `acsa index`"
         )
-    faiss.extract_index_ivf(index).nprobe = int(info["nprobe"])
+    if not 1 <= int(info["nprobe"]) <= ivf.nlist:
+        raise SearchError(f"{path}: nprobe {info['nprobe']} of the manifest is not in 1..{ivf.nlist}")
+    ivf.nprobe = int(info["nprobe"])
     return index
 
 

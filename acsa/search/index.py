@@ -6,7 +6,8 @@ into shards of `shard_size` images; after each shard the manifest is replaced (a
 that is killed leaves a usable index holding every finished shard, and the next run continues from it.
 
 Everything that can be refused is checked before the first write: a run that fails on its input leaves the
-index exactly as it was.
+index exactly as it was, and a first run that fails leaves no folder behind. An image whose features come
+out NaN or infinite is skipped and listed like an unreadable one: no such row is ever written.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from acsa.errors import DataError, SearchError, one_line
+from acsa.errors import DataError, NonFiniteError, SearchError, one_line
 from acsa.search import global_search, store
 from acsa.search.model_access import SearchModel
+from acsa.search.names import printable
+from acsa.search.query import check_fusion_weight
 from acsa.search.scan import IMAGE_SUFFIXES, ImageFile, Scan, scan_folder, scan_paths
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,7 @@ BATCH_SIZE = 32
 # float16 halves the token store, but on the synthetic test split it reorders near-ties in 0.7% of the top-10
 # lists (never the top-1; R@K unchanged): float32 unless asked (BENCHMARKS.md, person search)
 DEFAULT_TOKEN_DTYPE = "float32"
+NON_FINITE = "features not finite (NaN or infinite)"
 
 
 @dataclass
@@ -55,8 +59,8 @@ class IndexReport:
 
     def summary(self) -> str:
         line = (
-            f"{self.index}: {self.rows} images ({self.added} added, {self.changed} changed, {self.removed} "
-            f"removed, {self.kept} unchanged); skipped {len(self.skipped)}"
+            f"{printable(self.index)}: {self.rows} images ({self.added} added, {self.changed} changed, "
+            f"{self.removed} removed, {self.kept} unchanged); skipped {len(self.skipped)}"
         )
         if self.ignored:
             line += f"; ignored {self.ignored} files that are not {'/'.join(s[1:] for s in IMAGE_SUFFIXES)}"
@@ -117,13 +121,14 @@ def _check_compatible(
 
 def _fusion_weight(model: SearchModel, override: float | None) -> tuple[float, str]:
     if override is not None:
-        return float(override), "--fusion-weight"
+        return check_fusion_weight(override, "--fusion-weight"), "--fusion-weight"
     weight, source = model.chosen_fusion_weight
     if weight is None:
         raise SearchError(
             f"{model.path}: the model records no fusion weight (trained by an older acsa): "
             "pass --fusion-weight W, or retrain it (dvc repro train)"
         )
+    weight = check_fusion_weight(weight, f"{model.path}: its recorded fusion weight")
     if source != "val":
         log.warning("%s: fusion weight %g was not chosen on validation (%s)", model.path, weight, source)
     return weight, source
@@ -164,6 +169,8 @@ def build_index(
     global_search.wanted(global_kind, 0)  # validates the name
     if token_dtype not in (None, *store.TOKEN_DTYPES):
         raise SearchError(f"--token-dtype {token_dtype!r}: expected one of {', '.join(store.TOKEN_DTYPES)}")
+    if fusion_weight is not None:
+        check_fusion_weight(fusion_weight, "--fusion-weight")
     out = Path(out)
     scan = _source(images, prepared, split)
     source = {"prepared": str(prepared), "split": split or "test"} if prepared is not None else {}
@@ -172,19 +179,31 @@ def build_index(
     existing = store.read_manifest(out) if (out / store.MANIFEST).exists() else None
     if existing is not None:
         _check_compatible(out, existing, model, scan.root, token_dtype)
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or not store.only_own_files(out)):
         raise SearchError(f"{out}: exists and is not an index (no {store.MANIFEST}); choose another --out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with store.writer_lock(out):
-        existing = store.read_manifest(out) if (out / store.MANIFEST).exists() else None
-        if existing is not None:
-            _check_compatible(out, existing, model, scan.root, token_dtype)
-        store.remove_unreferenced(out, existing)  # what a killed run left
-        if existing is None:
-            existing = _fresh_manifest(model, scan, source, token_dtype or DEFAULT_TOKEN_DTYPE)
-        return _update(
-            out, model, scan, existing, weight, weight_source, global_kind, batch_size, shard_size, progress
-        )
+    try:
+        with store.writer_lock(out):
+            existing = store.read_manifest(out) if (out / store.MANIFEST).exists() else None
+            if existing is not None:
+                _check_compatible(out, existing, model, scan.root, token_dtype)
+            store.remove_unreferenced(out, existing)  # what a killed run left
+            if existing is None:
+                existing = _fresh_manifest(model, scan, source, token_dtype or DEFAULT_TOKEN_DTYPE)
+            try:
+                return _update(
+                    out, model, scan, existing, weight, weight_source, global_kind, batch_size, shard_size,
+                    progress,
+                )  # fmt: skip
+            except BaseException:
+                if created and not (out / store.MANIFEST).exists():  # a first run that wrote no index
+                    store.remove_unreferenced(out, None)
+                    (out / store.LOCK).unlink(missing_ok=True)  # still held: no other writer is in
+                raise
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _indexed_rows(out: Path, manifest: dict) -> dict[str, tuple[int, int, int, int]]:
@@ -275,9 +294,8 @@ def _update(
     report.changed = sum(path in indexed for path in encoded)
     report.added = len(encoded) - report.changed
     if report.rows == 0:
-        raise SearchError(
-            f"{out}: none of the {len(scan.files)} images could be read; the index is unchanged"
-        )
+        _log_skipped(report)
+        raise _nothing_indexed(out, report, len(scan.files))
     _global_index(out, manifest, global_kind, generation, report)
     commit()
     store.remove_unreferenced(out, manifest)
@@ -287,7 +305,18 @@ def _update(
 
 def _log_skipped(report: IndexReport) -> None:
     for path, reason in report.skipped:
-        log.warning("skipped %s: %s", path, reason)
+        log.warning("skipped %s: %s", printable(path), reason)
+
+
+def _nothing_indexed(out: Path, report: IndexReport, files: int) -> Exception:
+    """The error of a run that indexed no image: why, with the first files' reasons (all are logged)."""
+    reasons = "; ".join(f"{printable(path)}: {reason}" for path, reason in report.skipped[:3])
+    more = f"; {len(report.skipped) - 3} more listed above" if len(report.skipped) > 3 else ""
+    message = f"{out}: none of the {files} images could be indexed ({reasons}{more}); the index is unchanged"
+    non_finite = [reason for _, reason in report.skipped if reason.startswith(NON_FINITE)]
+    if non_finite and len(non_finite) == len(report.skipped):  # the model, not the images
+        return NonFiniteError(message)
+    return SearchError(message)
 
 
 def _encode_files(
@@ -334,9 +363,15 @@ def _encode_files(
             report.decode_seconds += time.perf_counter() - decode_started
             if images:
                 global_feats, tokens = model.encode_images(torch.stack(images))
-                pending["global"].append(global_feats.numpy())
-                pending["tokens"].append(tokens.numpy().astype(store.TOKEN_DTYPES[manifest["token_dtype"]]))
-                pending["files"] += [[f.path, f.size, f.mtime_ns] for f in batch]
+                stored = tokens.numpy().astype(store.TOKEN_DTYPES[manifest["token_dtype"]])
+                finite = _finite_rows(global_feats.numpy(), stored)
+                for file, ok in zip(batch, finite, strict=True):
+                    if ok:
+                        pending["files"].append([file.path, file.size, file.mtime_ns])
+                    else:
+                        report.skipped.append((file.path, f"{NON_FINITE} (the model's output)"))
+                pending["global"].append(global_feats.numpy()[finite])
+                pending["tokens"].append(stored[finite])
             bar.update(len(files[start : start + batch_size]))
             if len(pending["files"]) >= shard_size:
                 flush()
@@ -345,6 +380,11 @@ def _encode_files(
         bar.close()
     report.seconds = time.perf_counter() - started
     return written
+
+
+def _finite_rows(global_feats: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """[B] bool: rows whose global features and tokens (as stored: float16 can overflow) are all finite."""
+    return np.isfinite(global_feats).all(axis=1) & np.isfinite(tokens.reshape(len(tokens), -1)).all(axis=1)
 
 
 def _reason(err: Exception, path: Path) -> str:

@@ -17,6 +17,7 @@ attention of each image token r over the query's noun phrases p (the explain sta
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -25,9 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acsa.errors import SearchError
-from acsa.search import global_search, store
+from acsa.errors import NonFiniteError, SearchError, one_line
+from acsa.search import store
+from acsa.search.global_search import GlobalSearch
 from acsa.search.model_access import SearchModel, model_file
+from acsa.search.names import image_url
+from acsa.search.opened import open_index, reopen
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,32 @@ def check_top_k(top_k: object) -> int:
     return int(top_k)
 
 
+class IndexStateError(SearchError):
+    """The index on disk can no longer be used by this process (rebuilt with another model, damaged while
+    open): not the query's fault. The server answers 503."""
+
+
+def check_fusion_weight(weight: object, name: str) -> float:
+    """A fusion weight as a float; NaN, infinity or not a number is a one-line SearchError naming `name`."""
+    try:
+        value = float(weight)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise SearchError(f"{name} {weight!r}: expected a number") from None
+    if isinstance(weight, bool) or not math.isfinite(value):
+        raise SearchError(f"{name} {weight!r}: expected a finite number (it multiplies every local score)")
+    return value
+
+
+def check_scores(scores: torch.Tensor, text: str) -> None:
+    """Nothing that is not finite is ranked: NonFiniteError if a score is NaN or infinite (the index rows
+    are checked as they are read, so the model's features of the query are the cause)."""
+    if not bool(torch.isfinite(scores).all()):
+        raise NonFiniteError(
+            f"the scores of the query {text[:60]!r} are not finite (NaN or infinite): the model's features "
+            "of the query are not; check the model and its text encoder"
+        )
+
+
 @dataclass(frozen=True)
 class Result:
     path: str  # the image file (absolute)
@@ -82,6 +112,11 @@ class Result:
         if self.attention is not None:
             out["attention"] = self.attention
         return out
+
+    @property
+    def url(self) -> str:
+        """The server's URL path of the image (its bytes percent-encoded: any file name)."""
+        return image_url(self.key)
 
 
 @dataclass(frozen=True)
@@ -100,18 +135,23 @@ class SearchResponse:
             "fusion_weight": self.fusion_weight,
             "seconds": round(self.seconds, 4),
             "tokens": self.token_layout,
-            "results": [r.to_dict() | {"key": r.key} for r in self.results],
+            "results": [r.to_dict() | {"key": r.key, "url": r.url} for r in self.results],
         }
 
 
 class SearchIndex:
     """An index opened for queries: its shards left on disk (candidates' rows read per query), its model
-    loaded once."""
+    loaded once. An index updated on disk since (`acsa index` under a running `acsa serve`) is opened again
+    before the next query or image (acsa.search.opened); an index rebuilt with another model cannot be, and
+    says so."""
 
     def __init__(self, path: Path, model: Path | None = None, fusion_weight: float | None = None) -> None:
         self.path = Path(path)
+        if fusion_weight is not None:
+            self._fusion_override: float | None = check_fusion_weight(fusion_weight, "--fusion-weight")
+        else:
+            self._fusion_override = None
         manifest = store.read_manifest(self.path)
-        self.manifest = manifest
         recorded = manifest["model"]
         model_path = Path(model) if model is not None else Path(recorded["path"])
         if not model_file(model_path).is_file():
@@ -119,6 +159,17 @@ class SearchIndex:
                 f"{self.path}: its model {model_path} is not there any more; pass --model MODEL_DIR"
             )
         self.model = SearchModel(model_path)
+        self._check_model(manifest)
+        self._lock = threading.Lock()  # one query at a time: the tokenizer is not thread-safe
+        self._opened = open_index(self.path)
+        self._check_model(self._opened.manifest)  # (replaced since it was read above)
+
+    @classmethod
+    def open(cls, path: Path, model: Path | None = None, fusion_weight: float | None = None) -> SearchIndex:
+        return cls(path, model=model, fusion_weight=fusion_weight)
+
+    def _check_model(self, manifest: dict) -> None:
+        recorded = manifest["model"]
         if self.model.sha256 != recorded["sha256"]:
             raise SearchError(
                 f"{self.path} was built with model {recorded['path']} "
@@ -126,47 +177,57 @@ class SearchIndex:
                 f"{self.model.path.resolve()} (sha256 {self.model.sha256[:12]}): re-index with this model "
                 "into another folder"
             )
-        weight = manifest.get("fusion_weight") if fusion_weight is None else fusion_weight
-        self.fusion_weight = float(weight if weight is not None else 0.0)
-        self.root = Path(manifest["images"]["root"])
-        self._open_rows()
-        self._lock = threading.Lock()  # one query at a time: the tokenizer is not thread-safe
-        if manifest.get("global_index"):
-            info = manifest["global_index"]
-            index = global_search.load_faiss(self.path, info, len(self.keys))
-            self.global_search = global_search.GlobalSearch(
-                faiss_index=index, features_of=self.global_features, refine=info.get("refine", 400)
-            )
-        else:
-            features = torch.from_numpy(store.live_global_features(self.path, manifest))
-            self.global_search = global_search.GlobalSearch(features=features)
 
-    @classmethod
-    def open(cls, path: Path, model: Path | None = None, fusion_weight: float | None = None) -> SearchIndex:
-        return cls(path, model=model, fusion_weight=fusion_weight)
+    def refresh(self) -> None:
+        """Open the index again if `acsa index` changed it since (one stat of the manifest when it did not).
+        An index rebuilt with another model is an IndexStateError: the process must start again."""
+        with self._lock:
+            self._refresh()
 
-    def _open_rows(self) -> None:
-        manifest = self.manifest
-        self.shards = []
-        keys, sizes, mtimes, shard_of, offset = [], [], [], [], []
-        for position, entry in enumerate(manifest["shards"]):
-            shard = store.open_shard(self.path, entry, manifest["embed_dim"], len(manifest["token_names"]))
-            self.shards.append(shard)
-            dropped = set(entry.get("dropped", []))
-            for row, (key, size, mtime_ns) in enumerate(shard.files):
-                if row in dropped:
-                    continue
-                keys.append(key)
-                sizes.append(size)
-                mtimes.append(mtime_ns)
-                shard_of.append(position)
-                offset.append(row)
-        self.keys: list[str] = keys
-        self.sizes = np.asarray(sizes, dtype=np.int64)
-        self.mtimes = np.asarray(mtimes, dtype=np.int64)
-        self.row_shard = np.asarray(shard_of, dtype=np.int32)
-        self.row_offset = np.asarray(offset, dtype=np.int64)
-        self.row_of_key = {key: row for row, key in enumerate(keys)}
+    def _refresh(self) -> None:
+        try:
+            opened = reopen(self._opened)
+            if opened is not self._opened:
+                self._check_model(opened.manifest)
+        except SearchError as err:
+            raise IndexStateError(
+                f"{one_line(err)} (the index changed on disk since it was opened: restart the search)"
+            ) from None
+        self._opened = opened
+
+    # what the index holds (as opened now)
+
+    @property
+    def manifest(self) -> dict:
+        return self._opened.manifest
+
+    @property
+    def keys(self) -> list[str]:
+        return self._opened.keys
+
+    @property
+    def row_of_key(self) -> dict[str, int]:
+        return self._opened.row_of_key
+
+    @property
+    def shards(self) -> list[store.Shard]:
+        return self._opened.shards
+
+    @property
+    def global_search(self) -> GlobalSearch:
+        return self._opened.global_search
+
+    @property
+    def root(self) -> Path:
+        return Path(self.manifest["images"]["root"])
+
+    @property
+    def fusion_weight(self) -> float:
+        """The override given when opened, else the weight the index records (0 if none)."""
+        if self._fusion_override is not None:
+            return self._fusion_override
+        weight = self.manifest.get("fusion_weight")
+        return float(weight if weight is not None else 0.0)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -175,24 +236,13 @@ class SearchIndex:
     def token_layout(self) -> list[dict]:
         return self.manifest.get("token_layout") or self.model.token_layout
 
-    def _gather(self, rows: np.ndarray, field: str) -> np.ndarray:
-        """Rows [n] of a shard tensor ("tokens" or "global_feats"), from whichever shards hold them ->
-        float32 [n, ...] in the order of `rows`."""
-        shape = getattr(self.shards[0], field).row_shape if self.shards else ()
-        out = np.empty((len(rows), *shape), dtype=np.float32)
-        shard_of = self.row_shard[rows]
-        for position in np.unique(shard_of):
-            where = np.flatnonzero(shard_of == position)
-            out[where] = getattr(self.shards[position], field).rows(self.row_offset[rows[where]])
-        return out
-
     def tokens(self, rows: torch.Tensor) -> torch.Tensor:
         """Image tokens of index rows [n] -> float32 [n, R, D] (read from the shards on disk)."""
-        return torch.from_numpy(self._gather(rows.numpy(), "tokens"))
+        return torch.from_numpy(self._opened.gather(rows.numpy(), "tokens"))
 
     def global_features(self, rows: np.ndarray) -> np.ndarray:
         """L2-normalised global features of index rows [n] -> float32 [n, D]."""
-        return self._gather(np.asarray(rows), "global_feats")
+        return self._opened.gather(np.asarray(rows), "global_feats")
 
     def search(
         self,
@@ -201,10 +251,12 @@ class SearchIndex:
         candidates: int = DEFAULT_CANDIDATES,
         attention: bool = False,
     ) -> SearchResponse:
-        """The top-k images for `query`; bad input raises SearchError (see check_query, check_top_k)."""
+        """The top-k images for `query`; bad input raises SearchError (see check_query, check_top_k), a
+        NaN or infinity in the model's features or in the index NonFiniteError (nothing is ranked)."""
         text = check_query(query)
         k = check_top_k(top_k)
         with self._lock:
+            self._refresh()
             started = time.perf_counter()
             encoded = self.model.encode_query(text)
             if self.model.uses_local and not encoded.phrases:
@@ -213,14 +265,13 @@ class SearchIndex:
                     "e.g. 'a man in a red jacket with a black backpack'"
                 )
             global_scores, rows = self.global_search.top(encoded.global_feat, max(k, candidates))
-            local = fused = None
-            tokens = None
+            local = tokens = None
+            fused = global_scores
             if self.model.uses_local and len(rows):
                 tokens = self.tokens(rows)
                 local = self.model.local_scores(encoded, tokens)
                 fused = global_scores + self.fusion_weight * local
-            else:
-                fused = global_scores
+            check_scores(fused, text)
             order = torch.argsort(fused, descending=True, stable=True)[:k]
             maps = None
             if attention and tokens is not None:
@@ -244,15 +295,18 @@ class SearchIndex:
 
         Only keys of the index resolve (an exact string match, so no path from outside the index does), and
         only while the file's size and modification time are those recorded."""
-        row = self.row_of_key.get(key)
+        with self._lock:
+            self._refresh()
+            opened = self._opened
+        row = opened.row_of_key.get(key)
         if row is None:
             return None
-        path = self.root / key
+        path = Path(opened.manifest["images"]["root"]) / key
         try:
             stat = path.stat()
         except OSError:
             return None
-        if not path.is_file() or (stat.st_size, stat.st_mtime_ns) != (self.sizes[row], self.mtimes[row]):
+        if not path.is_file() or (stat.st_size, stat.st_mtime_ns) != (opened.sizes[row], opened.mtimes[row]):
             return None
         return path
 

@@ -8,8 +8,14 @@
 
 Image bytes are served only for keys of the index (paths relative to the indexed folder, matched exactly as
 strings, and only while the file's size and time are those indexed): no path is ever joined from the URL,
-so `../`, absolute paths and their percent-encoded forms find nothing. Searches run one at a time
-(SearchIndex holds a lock); FastAPI runs them on its worker threads, so the page stays responsive.
+so `../`, absolute paths and their percent-encoded forms find nothing. A key is read from the URL's raw
+bytes (`url` of each result: the file name's bytes percent-encoded), so any file name is served, those that
+are not UTF-8 included. Searches run one at a time (SearchIndex holds a lock); FastAPI runs them on its
+worker threads, so the page stays responsive.
+
+Only requests whose Host header names this server are answered (acsa.search.serving: DNS rebinding); every
+error is JSON {"error": ...}: 400 bad input or a foreign Host, 404 not an image of the index, 503 an index
+that changed on disk beyond reopening, 500 a NaN or infinity met in the index or the model's features.
 """
 
 from __future__ import annotations
@@ -19,10 +25,13 @@ from importlib import resources
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from starlette.convertors import Convertor, register_url_convertor
 
-from acsa.errors import SearchError
-from acsa.search.query import DEFAULT_TOP_K, SearchIndex
+from acsa.errors import NonFiniteError, SearchError, one_line
+from acsa.search.names import key_of_url
+from acsa.search.query import DEFAULT_TOP_K, IndexStateError, SearchIndex
+from acsa.search.serving import HostGuard, JSONBody, allowed_names, error_response
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +41,24 @@ MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
 CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'"
 
 
+class AnyPath(Convertor):
+    """The rest of the URL path, whatever it holds: Starlette's `path` convertor (`.*`) stops at a newline,
+    so a file named with one was a 404 before its route was reached."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anypath", AnyPath())
+
+
 def _static(name: str) -> str:
     return resources.files("acsa.search").joinpath("static", name).read_text(encoding="utf-8")
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _query_params(raw: bytes) -> dict[str, list[str]]:
@@ -50,8 +71,28 @@ def _query_params(raw: bytes) -> dict[str, list[str]]:
         raise SearchError("the query is not valid UTF-8 text") from None
 
 
-def create_app(index: SearchIndex) -> FastAPI:
-    app = FastAPI(title="acsa person search", docs_url=None, redoc_url=None, openapi_url=None)
+def _failure(err: Exception) -> JSONBody:
+    """The JSON answer to an error of a search or an image request."""
+    if isinstance(err, IndexStateError):
+        return error_response(503, one_line(err))
+    if isinstance(err, NonFiniteError):
+        return error_response(500, one_line(err))
+    return error_response(400, one_line(err))
+
+
+def create_app(
+    index: SearchIndex, host: str = "127.0.0.1", port: int = 8000, allow_hosts: tuple[str, ...] = ()
+) -> FastAPI:
+    """The app serving `index`, answering requests addressed to `host` (and the loopback names, and
+    `allow_hosts`) on `port` only."""
+    app = FastAPI(
+        title="acsa person search",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=JSONBody,
+    )
+    app.add_middleware(HostGuard, names=allowed_names(host, allow_hosts), port=port)
     pages = {name: _static(name) for name in ("index.html", *STATIC)}
 
     @app.middleware("http")
@@ -72,11 +113,15 @@ def create_app(index: SearchIndex) -> FastAPI:
     @app.get("/static/{name}")
     def static(name: str) -> Response:
         if name not in STATIC:
-            return _error(404, "not found")
+            return error_response(404, "not found")
         return Response(pages[name], media_type=STATIC[name])
 
-    @app.get("/api/info")
-    def info() -> dict:
+    @app.get("/api/info", response_model=None)
+    def info() -> dict | JSONBody:
+        try:
+            index.refresh()
+        except SearchError as err:
+            return _failure(err)
         return {
             "images": len(index),
             "model": index.model.sha256,
@@ -86,7 +131,7 @@ def create_app(index: SearchIndex) -> FastAPI:
         }
 
     @app.get("/api/search")
-    def search(request: Request) -> JSONResponse:
+    def search(request: Request) -> JSONBody:
         try:
             params = _query_params(request.scope.get("query_string", b""))
             query = params.get("q", [""])[0]
@@ -96,15 +141,20 @@ def create_app(index: SearchIndex) -> FastAPI:
             except ValueError:
                 raise SearchError(f"k must be a whole number, got {k_text[:20]!r}") from None
             response = index.search(query, top_k=top_k, attention=True)
-        except SearchError as err:
-            return _error(400, " ".join(str(err).split()))
-        return JSONResponse(response.to_dict())
+        except (SearchError, NonFiniteError) as err:
+            return _failure(err)
+        return JSONBody(response.to_dict())
 
-    @app.get("/images/{key:path}")
-    def image(key: str) -> Response:
-        path = index.image_file(key)
+    @app.get("/images/{key:anypath}")
+    def image(key: str, request: Request) -> Response:
+        raw = request.scope.get("raw_path")
+        key = (key_of_url(raw) if raw else None) or key  # the raw bytes: names that are not UTF-8 too
+        try:
+            path = index.image_file(key)
+        except SearchError as err:
+            return _failure(err)
         if path is None:
-            return _error(404, "not an image of this index")
+            return error_response(404, "not an image of this index")
         return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream"))
 
     return app

@@ -15,6 +15,12 @@ partial but consistent) index; its orphaned files are removed by the next writer
 
 Shards stay on disk: opening an index reads their headers, and a query reads its candidates' rows with
 pread (StoredTensor), through the operating system's page cache.
+
+No NaN or infinity is ever ranked: `acsa index` writes no row whose features are not finite, and a row read
+back that is not (a flipped bit, a bad disk) is a NonFiniteError naming the shard and the file
+(`check_finite`), whether found when an index is opened (`Shard.check_finite`) or in a query's candidates.
+A manifest that is not as this code writes it (hand-edited, damaged) is a SearchError naming the key
+(acsa.search.manifest_check).
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from acsa.errors import SearchError, one_line
+from acsa.errors import NonFiniteError, SearchError, one_line
+from acsa.search import manifest_check
 from acsa.storage.files import durable_file, held_lock
 
 FORMAT = "acsa-search-index"
@@ -91,6 +98,15 @@ def remove_unreferenced(folder: Path, manifest: dict | None) -> list[str]:
     return removed
 
 
+def only_own_files(folder: Path) -> bool:
+    """Whether `folder` holds nothing but this tool's files (a first `acsa index` that has written no
+    manifest yet: its lock, shards, temporary files)."""
+    return all(
+        path.is_file() and (path.name == LOCK or _OWN_FILE.fullmatch(path.name))
+        for path in Path(folder).iterdir()
+    )
+
+
 def writer_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold INDEX/.lock: a second writer fails at once; the lock dies with its process (even on SIGKILL)."""
     busy = SearchError(f"{folder}: another `acsa index` is writing this index (it holds .lock)")
@@ -112,16 +128,17 @@ def read_manifest(folder: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SearchError(f"{path}: corrupt index manifest ({one_line(err)})") from None
+    except RecursionError:
+        raise SearchError(f"{path}: corrupt index manifest (nested too deeply)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise SearchError(f"{path}: not an acsa search index manifest")
     if manifest.get("version") != VERSION:
         raise SearchError(
             f"{path}: index format version {manifest.get('version')!r}, this acsa reads {VERSION}: rebuild it"
         )
-    required = ("model", "shards", "embed_dim", "token_names", "token_dtype", "images", "generation")
-    missing = [key for key in required if key not in manifest]
-    if missing:
-        raise SearchError(f"{path}: corrupt index manifest (missing {', '.join(missing)})")
+    problem = manifest_check.problem(manifest, tuple(TOKEN_DTYPES))
+    if problem is not None:
+        raise SearchError(f"{path}: corrupt index manifest ({problem}); rebuild the index with `acsa index`")
     return manifest
 
 
@@ -139,6 +156,8 @@ def _header(path: Path) -> tuple[dict[str, Any], int, int]:
         raise
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise SearchError(f"{path}: unreadable index file ({one_line(err)})") from None
+    except RecursionError:
+        raise SearchError(f"{path}: corrupt index file (header nested too deeply)") from None
     if not isinstance(header, dict):
         raise SearchError(f"{path}: corrupt index file (header is not an object)")
     return header, 8 + length, size
@@ -209,14 +228,51 @@ def file_metadata(path: Path) -> dict[str, str]:
     return metadata if isinstance(metadata, dict) else {}
 
 
+def check_finite(rows: np.ndarray, where: str, files: list[list], numbers: np.ndarray) -> None:
+    """Raise NonFiniteError if an entry of `rows` [n, ...] (rows `numbers` of `where`, e.g. a shard's
+    tensor, whose files are `files`) is NaN or infinite, naming the first such row and its file."""
+    finite = np.isfinite(rows.reshape(len(rows), -1)).all(axis=1) if rows.size else np.ones(0, dtype=bool)
+    if finite.all():
+        return
+    row = int(numbers[np.flatnonzero(~finite)[0]])
+    named = f" ({files[row][0]!a})" if row < len(files) else ""
+    raise NonFiniteError(
+        f"{where}: row {row}{named} holds NaN or infinite values ({int((~finite).sum())} such rows here): a "
+        "damaged index file; build the index again into a new folder (`acsa index`)"
+    )
+
+
 @dataclass
 class Shard:
     """One shard, on disk."""
 
     name: str
+    path: Path
     global_feats: StoredTensor  # [n, D] float32
     tokens: StoredTensor  # [n, R, D] float32 or float16
     files: list[list]  # per row [path, size, mtime_ns]
+
+    def check_finite(self, block: int = 4096) -> None:
+        """Read every row (in blocks) and raise NonFiniteError at the first that is not finite."""
+        for tensor, name in ((self.global_feats, "global"), (self.tokens, "tokens")):
+            for first in range(0, len(tensor), block):
+                numbers = np.arange(first, min(first + block, len(tensor)))
+                check_finite(tensor.rows(numbers), f"{self.path} tensor {name}", self.files, numbers)
+
+
+def _file_rows_ok(files: object, rows: int) -> bool:
+    """The shard's `files` metadata: one [path, size, mtime_ns] per row."""
+    return (
+        isinstance(files, list)
+        and len(files) == rows
+        and all(
+            isinstance(f, list)
+            and len(f) == 3
+            and isinstance(f[0], str)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in f[1:])
+            for f in files
+        )
+    )
 
 
 def open_shard(folder: Path, entry: dict, embed_dim: int, num_tokens: int) -> Shard:
@@ -228,19 +284,16 @@ def open_shard(folder: Path, entry: dict, embed_dim: int, num_tokens: int) -> Sh
         raise SearchError(f"{path}: not an acsa index shard")
     try:
         files = json.loads(metadata["files"])
-    except (KeyError, ValueError):
+    except (KeyError, TypeError, ValueError, RecursionError):
         raise SearchError(f"{path}: corrupt index shard (file list unreadable)") from None
     global_feats = StoredTensor(path, "global")
     tokens = StoredTensor(path, "tokens")
     rows = entry["rows"]
-    if (
-        global_feats.shape != (rows, embed_dim)
-        or tokens.shape != (rows, num_tokens, embed_dim)
-        or not isinstance(files, list)
-        or len(files) != rows
-    ):
+    if global_feats.shape != (rows, embed_dim) or tokens.shape != (rows, num_tokens, embed_dim):
         raise SearchError(f"{path}: corrupt index shard (shapes do not match {MANIFEST})")
-    return Shard(entry["file"], global_feats, tokens, files)
+    if not _file_rows_ok(files, rows):
+        raise SearchError(f"{path}: corrupt index shard (file list does not match {MANIFEST})")
+    return Shard(entry["file"], path, global_feats, tokens, files)
 
 
 def live_global_features(out: Path, manifest: dict) -> np.ndarray:
@@ -249,7 +302,9 @@ def live_global_features(out: Path, manifest: dict) -> np.ndarray:
     for entry in manifest["shards"]:
         shard = open_shard(out, entry, manifest["embed_dim"], len(manifest["token_names"]))
         keep = np.setdiff1d(np.arange(entry["rows"]), np.asarray(entry.get("dropped", []), dtype=np.int64))
-        parts.append(np.asarray(shard.global_feats.rows(keep), dtype=np.float32))
+        feats = np.asarray(shard.global_feats.rows(keep), dtype=np.float32)
+        check_finite(feats, f"{shard.path} tensor global", shard.files, keep)
+        parts.append(feats)
     if not parts:
         return np.zeros((0, manifest["embed_dim"]), dtype=np.float32)
     return np.concatenate(parts)

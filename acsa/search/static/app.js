@@ -20,10 +20,6 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function imageUrl(key) {
-  return "/images/" + key.split("/").map(encodeURIComponent).join("/");
-}
-
 function showError(message) {
   const box = document.getElementById("error");
   box.textContent = message || "";
@@ -92,7 +88,7 @@ function render() {
   });
   response.results.forEach((result, i) => {
     const frame = el("div", { class: "frame" },
-                     el("img", { src: imageUrl(result.key), alt: result.key, loading: "lazy" }),
+                     el("img", { src: result.url, alt: result.key, loading: "lazy" }),
                      ...overlays(result, response.tokens, response.phrases));
     const local = result.local === null ? "–" : result.local.toFixed(3);
     const scores = el("table", { class: "scores" },
