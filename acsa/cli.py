@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from acsa import paths
-from acsa.config import Params, load_params, parse_override
+from acsa.config.loading import load_params, parse_override
+from acsa.config.sections import Params
 from acsa.errors import USER_ERRORS, ConfigError, NonFiniteError, RunError, one_line
 
 

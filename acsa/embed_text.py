@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
-from acsa.config import Params
+from acsa.config.sections import Params
 from acsa.data.text_features import TOKENS_HASH_KEY
 from acsa.errors import DataError, one_line
 from acsa.model.text_encoder import encode_texts, load_text_encoder

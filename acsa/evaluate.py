@@ -26,14 +26,14 @@ from pathlib import Path
 
 from acsa import paths
 from acsa.cli import add_path, add_study_option, params_from_args, run_stage, stage_parser
-from acsa.config import Params, params_to_dict
+from acsa.config.sections import Params, params_to_dict
+from acsa.config.study import load_study
 from acsa.data.prepared import Split, read_split
 from acsa.model.acsa import ACSA
 from acsa.runtime import resolve_device, set_threads
 from acsa.scoring.metrics import per_query_metrics
 from acsa.scoring.retrieval import metrics_by_kind, rankings, score_split
 from acsa.storage.files import atomic_output_dir, write_json
-from acsa.study import load_study
 
 log = logging.getLogger(__name__)
 

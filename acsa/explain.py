@@ -37,7 +37,7 @@ from acsa.analysis.attributes import attribute_errors
 from acsa.analysis.explanations import attention_maps, query_records, token_layout, tsne_map
 from acsa.analysis.free_queries import check_free_queries, search_free_queries
 from acsa.cli import add_path, run_stage, stage_parser
-from acsa.config import load_explain_config
+from acsa.config.explain import load_explain_config
 from acsa.data.prepared import load_prepared, read_split
 from acsa.errors import DataError
 from acsa.model.acsa import ACSA

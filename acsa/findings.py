@@ -30,10 +30,10 @@ from acsa.analysis.findings import (
     summarise,
 )
 from acsa.cli import add_path, run_stage, stage_parser
-from acsa.config import load_params
+from acsa.config.loading import load_params
+from acsa.config.study import Study, load_study
 from acsa.errors import DataError
 from acsa.storage.files import read_json, write_json
-from acsa.study import Study, load_study
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ import numpy as np
 
 from acsa import paths
 from acsa.cli import add_path, params_from_args, run_stage, stage_parser
-from acsa.config import Params, check_backbone_weights
+from acsa.config.rules import check_backbone_weights
+from acsa.config.sections import Params
 from acsa.data.contact_sheet import write_contact_sheet
 from acsa.data.phrases import extract_all
 from acsa.data.readers import check_images, read_benchmark

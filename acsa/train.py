@@ -30,9 +30,9 @@ from pathlib import Path
 
 from acsa import paths
 from acsa.cli import add_path, add_study_option, params_from_args, run_stage, stage_parser
-from acsa.config import Params
+from acsa.config.sections import Params
+from acsa.config.study import load_study
 from acsa.storage.files import atomic_output_dir, write_json
-from acsa.study import load_study
 from acsa.training import distributed
 from acsa.training.loop import TrainPaths, fit
 from acsa.training.resume import CheckpointFolder

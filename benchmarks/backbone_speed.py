@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from acsa.config import ImageConfig
+from acsa.config.sections import ImageConfig
 from acsa.model.image_encoder import ImageEncoder
 
 CANDIDATES = {

@@ -45,7 +45,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, Sampler  # noqa: E402
 
 from acsa.cli import add_params_options  # noqa: E402
-from acsa.config import apply_overrides, params_from_dict, params_to_dict  # noqa: E402
+from acsa.config.loading import apply_overrides, params_from_dict
+from acsa.config.sections import params_to_dict  # noqa: E402
 from acsa.scoring.metrics import rank_metrics  # noqa: E402
 from acsa.scoring.retrieval import Scores  # noqa: E402
 from benchmarks.common import (  # noqa: E402

@@ -79,7 +79,7 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 def gallery(work: Path, ids: int, fresh: bool) -> tuple[Path, list[str]]:
     """A synthetic benchmark of `ids` x 4 images (seed 1: not the pipeline's own images); its captions."""
-    from acsa.config import SyntheticConfig
+    from acsa.config.sections import SyntheticConfig
     from acsa.data.synthetic import generate_synthetic
 
     folder = work / f"gallery-{ids}"

@@ -48,7 +48,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from acsa.cli import add_params_options
-from acsa.config import SyntheticConfig
+from acsa.config.sections import SyntheticConfig
 from acsa.data.image_tables import ImageTable
 from acsa.data.prepared import image_table, load_prepared
 from acsa.data.synthetic import generate_synthetic

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from acsa.config import Params, load_params
+from acsa.config.loading import load_params
+from acsa.config.sections import Params
 from acsa.data.image_tables import RowImages
 from acsa.data.sampler import IdentityBatchSampler
 from acsa.data.text_features import FrozenTextSource, TextBank

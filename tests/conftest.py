@@ -14,6 +14,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # A tiny synthetic benchmark and one short epoch: the whole pipeline in well under a minute.
+SECTIONS = ("data", "synthetic", "text", "image", "model", "loss", "train", "evaluate")
+
+
+def with_every_section(text: str) -> str:
+    """A params file's text with an empty mapping for each section it leaves out: a params file must hold
+    every section (its keys then take the built-in defaults, which are params.yaml's own values)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(text) or {}
+    except (yaml.YAMLError, RecursionError):
+        return text  # not YAML (or nested too deeply): the test is about that
+    if not isinstance(raw, dict):
+        return text
+    missing = [name for name in SECTIONS if name not in raw]
+    return text.rstrip("\n") + "\n" + "".join(f"{name}: {{}}\n" for name in missing)
+
+
 SMOKE_OVERRIDES = [
     "synthetic.train_ids=16",
     "synthetic.val_ids=4",

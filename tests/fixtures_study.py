@@ -19,6 +19,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from conftest import with_every_section
+
 PARAMS = """
 train:
   seed: 0
@@ -161,7 +163,7 @@ def summary() -> dict[str, Any]:
 
 def write_fake_study(root: Path, reference: bool = True) -> dict[str, str]:
     """The study's files under `root`; returns the report notebook's parameters pointing at them."""
-    (root / "params.yaml").write_text(PARAMS)
+    (root / "params.yaml").write_text(with_every_section(PARAMS))
     write_json(root / "reports" / "findings.json", FINDINGS)
     write_json(root / "reports" / "study_summary.json", summary())
     for name, kinds in R1.items():

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, SMOKE_OVERRIDES
+from conftest import REPO, SMOKE_OVERRIDES, with_every_section
 from fixtures_benchmarks import write_cuhk_pedes, write_image
 from PIL import Image
 from stage_runs import cli_error, last_stderr_line, run_module, stage_args, train_argv
 
 from acsa import embed_text, evaluate, prepare, train
-from acsa.config import TextConfig, load_params
+from acsa.config.loading import load_params
+from acsa.config.sections import TextConfig
 from acsa.errors import ConfigError, DataError
 
 LONG_CAPTION = " ".join(["a man in a red jacket with a black backpack and blue jeans walking"] * 160)
@@ -122,7 +123,8 @@ def test_bad_params_file_is_one_line_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture, section: str, message: str
 ) -> None:
     params = tmp_path / "params.yaml"
-    params.write_text((REPO / "params.yaml").read_text().split("\ndata:")[0] + "\n" + section)
+    header = (REPO / "params.yaml").read_text().split("\ndata:")[0]
+    params.write_text(with_every_section(header + "\n" + section))
     error = cli_error(train.main, ["--params", str(params), "--out", str(tmp_path / "model")], capsys)
     assert error.startswith(f"error: {params}: {message}")
     assert not (tmp_path / "model").exists()

@@ -8,17 +8,20 @@ import dataclasses
 import typing
 
 import pytest
-from conftest import REPO
+from conftest import REPO, with_every_section
 from stage_runs import cli_error, stage_args, train_argv
 
-from acsa import config, embed_text, evaluate, prepare, train
-from acsa.config import Params, load_params
+from acsa import embed_text, evaluate, prepare, train
+from acsa.config.explain import ExplainConfig
+from acsa.config.loading import load_params
+from acsa.config.rules import RULES
+from acsa.config.sections import Params
 from acsa.errors import ConfigError
 
 
 def write(tmp_path, text):
     path = tmp_path / "params.yaml"
-    path.write_text(text)
+    path.write_text(with_every_section(text))
     return path
 
 
@@ -86,15 +89,16 @@ def test_bad_value_is_one_line_naming_the_key(override, message):
 
 
 def test_every_key_has_a_rule():
-    """A new key gets its rule in acsa.config.RULES (one line): a stage must refuse a bad value at once."""
+    """A new key gets its rule in acsa.config.rules.RULES (one line): a stage must refuse a bad value at
+    once."""
     keys = {
         f"{section.name}.{f.name}"
         for section in dataclasses.fields(Params)
         for f in dataclasses.fields(typing.get_type_hints(Params)[section.name])
     }
-    keys |= {f"explain.{f.name}" for f in dataclasses.fields(config.ExplainConfig)}  # read apart, same rules
-    assert sorted(keys - set(config.RULES)) == [], "add a rule for these keys to acsa.config.RULES"
-    assert sorted(set(config.RULES) - keys) == [], "RULES names keys that Params does not have"
+    keys |= {f"explain.{f.name}" for f in dataclasses.fields(ExplainConfig)}  # read apart, same rules
+    assert sorted(keys - set(RULES)) == [], "add a rule for these keys to acsa.config.rules.RULES"
+    assert sorted(set(RULES) - keys) == [], "RULES names keys that Params does not have"
 
 
 @pytest.mark.parametrize(

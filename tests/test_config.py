@@ -4,22 +4,18 @@ key; the study section's own validation."""
 import dataclasses
 
 import pytest
+from conftest import REPO, with_every_section
 
-from acsa.config import (
-    ExplainConfig,
-    Params,
-    load_explain_config,
-    load_params,
-    params_from_dict,
-    params_to_dict,
-)
+from acsa.config.explain import load_explain_config
+from acsa.config.loading import load_params, params_from_dict
+from acsa.config.sections import Params, params_to_dict
+from acsa.config.study import load_study
 from acsa.errors import ConfigError
-from acsa.study import load_study
 
 
 def write(tmp_path, text):
     path = tmp_path / "params.yaml"
-    path.write_text(text)
+    path.write_text(with_every_section(text))
     return path
 
 
@@ -164,10 +160,29 @@ def test_explain_section_is_read_apart_from_the_model_configuration(tmp_path):
     assert len(config.free_queries) >= 3 and 1 <= config.free_top_k <= 10
     assert all(len(extract_noun_phrases(q, 10)) >= 3 for q in config.free_queries)
     assert "explain" not in params_to_dict(load_params("params.yaml"))
-    assert load_explain_config(write(tmp_path, "train:\n  lr: 0.1\n")) == ExplainConfig()
+    with pytest.raises(ConfigError, match=r"no explain section"):  # never silent defaults
+        load_explain_config(write(tmp_path, "train:\n  lr: 0.1\n"))
     with pytest.raises(ConfigError, match=r"explain\.free_top_k: must be >= 1, got 0"):
         load_explain_config(write(tmp_path, "explain:\n  free_top_k: 0\n"))
     with pytest.raises(ConfigError, match=r"explain\.queries: unknown key"):
         load_explain_config(write(tmp_path, "explain:\n  queries: [a man]\n"))
     with pytest.raises(ConfigError, match=r"explain\.free_queries\[1\]: expected str"):
         load_explain_config(write(tmp_path, "explain:\n  free_queries: [a man, 3]\n"))
+
+
+def test_a_params_file_holds_every_section(tmp_path):
+    """An empty or partial file is refused, naming the missing sections: the stages never run on built-in
+    defaults the user did not see."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match=r"no data, synthetic, text, image, model, loss, train, evaluate"):
+        load_params(empty)
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("train:\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"no data, synthetic, text, image, model, loss, evaluate sections"):
+        load_params(partial)
+
+
+def test_built_in_defaults_are_the_repository_params():
+    """Every section's defaults (used for keys a file leaves out) equal params.yaml's values."""
+    assert params_to_dict(Params()) == params_to_dict(load_params(REPO / "params.yaml", preset="default"))

@@ -28,6 +28,8 @@ def code_closure(cmd: str, root: Path = REPO, package: str = "acsa") -> set[Path
     out (tests/test_layers.py checks that every one is)."""
     graph = package_imports(root, package)
     start = set(re.findall(rf"-m ({package}(?:\.\w+)*)", cmd))
+    # `-m PACKAGE` runs PACKAGE/__main__.py
+    start |= {f"{m}.__main__" for m in start if (root.joinpath(*m.split(".")) / "__main__.py").is_file()}
     for notebook in re.findall(r"\S+\.py\b", cmd):
         start |= imported_modules((root / notebook).read_text(), "__notebook__", root, package)
     files = {module_file(name, root) for name in closure(start, graph)}

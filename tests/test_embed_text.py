@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from acsa import paths
-from acsa.config import TextConfig
+from acsa.config.sections import TextConfig
 from acsa.data.text_features import open_text_source
 from acsa.data.tokenize import PAD_PHRASE, load_tokenizer, tokenize
 from acsa.model.text_encoder import TextEncoder, encode_texts

@@ -9,7 +9,7 @@ import timm
 import torch
 from transformers import BertConfig, BertModel
 
-from acsa.config import ImageConfig, TextConfig
+from acsa.config.sections import ImageConfig, TextConfig
 from acsa.errors import ConfigError
 from acsa.model.image_encoder import STRIPE_BANDS, ImageEncoder, band_weights
 from acsa.model.text_encoder import TextEncoder
@@ -85,7 +85,7 @@ def test_swin_features_are_converted_to_nchw():
 
 def test_paper_swin_tiny_runs_at_384x128():
     """Swin-T (ImageNet layout, window 7) at 384x128: timm pads maps that windows do not divide."""
-    cfg = ImageConfig(backbone="swin_tiny_patch4_window7_224", height=384, width=128)
+    cfg = ImageConfig(backbone="swin_tiny_patch4_window7_224", backbone_kwargs={}, height=384, width=128)
     encoder = ImageEncoder(cfg, embed_dim=DIM, dropout=0.5).eval()
     with torch.no_grad():
         maps = encoder.feature_maps(torch.randn(1, 3, 384, 128))

@@ -18,7 +18,6 @@ LAYERS = {
     "acsa.paths": 0,
     "acsa.runtime": 0,
     "acsa.cli": 0,
-    "acsa.study": 0,
     "acsa.storage": 0,
     "acsa.data": 1,
     "acsa.kernels": 2,
@@ -152,3 +151,48 @@ def test_checker_accepts_a_layered_fake_package(tmp_path):
 def test_checker_finds_a_bad_import(tmp_path, changed, problem):
     found = fake_violations(tmp_path, **changed)
     assert any(line.startswith(problem) for line in found), found
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of two or more modules (imports inside functions count too)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph.get(node, ()) - {node}):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_no_module_imports_itself_through_others():
+    """No import circle (e.g. config -> cli -> config): each module can be read, and loaded, on its own."""
+    assert import_cycles(package_imports(REPO, "acsa")) == []
+
+
+def test_cycle_finder_finds_a_circle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_cycles(graph) == [["a", "b", "c"]]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from acsa.config import LossConfig, ModelConfig, Params, TextConfig
+from acsa.config.sections import LossConfig, ModelConfig, Params, TextConfig
 from acsa.model.acsa import ACSA
 
 HIDDEN = 24

@@ -12,7 +12,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from acsa.analysis.explanations import attention_maps
-from acsa.config import ImageConfig, LossConfig, ModelConfig, Params, TextConfig, TrainConfig
+from acsa.config.sections import ImageConfig, LossConfig, ModelConfig, Params, TextConfig, TrainConfig
 from acsa.errors import ConfigError
 from acsa.model.acsa import ACSA
 from acsa.scoring.retrieval import score

@@ -15,7 +15,7 @@ from conftest import REPO
 from fixtures_study import write_fake_study
 
 from acsa import explain, report
-from acsa.config import load_params
+from acsa.config.loading import load_params
 from acsa.errors import ConfigError, NotebookError
 from acsa.search.api import SearchIndex, build_index
 

@@ -11,7 +11,8 @@ import torch
 import yaml
 from conftest import REPO
 
-from acsa.config import Params, apply_overrides, load_params, params_from_dict, params_to_dict
+from acsa.config.loading import apply_overrides, load_params, params_from_dict
+from acsa.config.sections import Params, params_to_dict
 
 TABLE = REPO / "docs" / "presets.md"
 SECTIONS = (

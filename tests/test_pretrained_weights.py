@@ -18,7 +18,9 @@ from sklearn.datasets import load_sample_image
 
 from acsa import prepare, train
 from acsa.cli import run_stage
-from acsa.config import ImageConfig, check_backbone_weights, load_params
+from acsa.config.loading import load_params
+from acsa.config.rules import check_backbone_weights
+from acsa.config.sections import ImageConfig
 from acsa.data.image_tables import to_model_input
 from acsa.errors import ConfigError
 from acsa.model.backbone_weights import load_backbone_weights, torchvision_mobilenet_v2_to_timm
@@ -83,6 +85,7 @@ def test_mapped_imagenet_weights_give_torchvisions_logits(imagenet_file, referen
 def test_image_encoder_loads_the_file_and_computes_torchvisions_features(imagenet_file, reference, photo):
     cfg = ImageConfig(
         backbone="mobilenetv2_100",
+        backbone_kwargs={},
         init="pretrained",
         pretrained_path=str(imagenet_file),
         height=224,
@@ -98,7 +101,8 @@ def test_image_encoder_loads_the_file_and_computes_torchvisions_features(imagene
     assert [m.shape[1] for m in maps] == [16, 24, 32, 96, 320]
     for got, want in zip(maps, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    scratch = ImageEncoder(ImageConfig(backbone="mobilenetv2_100", height=224, width=224), 32, 0.0).eval()
+    random_weights = ImageConfig(backbone="mobilenetv2_100", backbone_kwargs={}, height=224, width=224)
+    scratch = ImageEncoder(random_weights, 32, 0.0).eval()
     assert not torch.allclose(scratch.feature_maps(photo)[-1], maps[-1])  # random weights differ
 
 

@@ -17,7 +17,7 @@ from fixtures_benchmarks import (
 )
 from PIL import Image
 
-from acsa.config import DATASETS
+from acsa.config.sections import DATASETS
 from acsa.data.readers import READERS, check_images, fix_full_stops, load_image, read_benchmark
 from acsa.errors import DataError
 

@@ -384,7 +384,7 @@ def test_stored_rows_read_in_any_order_equal_the_written_tensor(tmp_path: Path):
 def test_local_scores_follow_the_models_attention_direction(smoke_run: Path, tmp_path: Path, direction: str):
     """A model scoring with phrases querying image tokens (model.attention: phrase_queries) is searched in
     that direction: the tool's local scores equal the model's own, computed from scratch on the images."""
-    from acsa.config import load_params
+    from acsa.config.loading import load_params
     from acsa.data.image_tables import to_model_input
     from acsa.model.acsa import ACSA
     from acsa.search.model_access import SearchModel

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from acsa.config import SyntheticConfig
+from acsa.config.sections import SyntheticConfig
 from acsa.data.contact_sheet import write_contact_sheet
 from acsa.data.synthetic import (
     ATTRIBUTE_KEYS,

@@ -13,7 +13,7 @@ from conftest import REPO
 from fixtures_benchmarks import write_icfg_pedes
 
 from acsa import embed_text, prepare, train
-from acsa.config import load_params
+from acsa.config.loading import load_params
 
 LAYOUT = {"train": (list(range(8)), 2, 1), "test": ([8, 9], 2, 1)}
 TINY = [

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from acsa.study import METRICS, Finding, Study
+from acsa.config.study import METRICS, Finding, Study
 
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference"
 PLATEAU_GAIN = 0.5  # validation R@1 points: a run whose last quarter's line rises less has flattened

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from acsa import paths
-from acsa.config import ImageConfig, Params
+from acsa.config.sections import ImageConfig, Params
 from acsa.data.image_tables import PRELOAD_LIMIT_BYTES, ImageTable
 from acsa.data.text_features import FrozenTextSource, TokenTextSource, open_text_source
 from acsa.errors import DataError

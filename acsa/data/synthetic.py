@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from acsa.config import SyntheticConfig, check_section
+from acsa.config.rules import check_section
+from acsa.config.sections import SyntheticConfig
 from acsa.data.synthetic_render import (
     COLOUR_RGB,
     DENIM_RGB,

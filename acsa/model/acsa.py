@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from acsa import paths
-from acsa.config import LossConfig, Params, params_from_dict, params_to_dict
+from acsa.config.loading import params_from_dict
+from acsa.config.sections import LossConfig, Params, params_to_dict
 from acsa.errors import CheckpointError, ConfigError
 from acsa.model.cross_attention import AsymmetricCrossAttention
 from acsa.model.features import ImageFeatures, TextFeatures

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from acsa.config import ImageConfig, check_backbone_weights
+from acsa.config.rules import check_backbone_weights
+from acsa.config.sections import ImageConfig
 from acsa.errors import ConfigError, one_line
 from acsa.model.backbone_weights import load_backbone_weights
 from acsa.model.features import ImageFeatures

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from acsa.config import TextConfig
+from acsa.config.sections import TextConfig
 from acsa.paths import resolve_text_encoder
 
 

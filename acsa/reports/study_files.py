@@ -25,11 +25,11 @@ from typing import Any
 import pandas as pd
 
 from acsa import paths
-from acsa.config import load_params
+from acsa.config.loading import load_params
+from acsa.config.study import METRICS, Study, load_study
 from acsa.errors import DataError
 from acsa.reports.notebook import as_list
 from acsa.storage.files import read_json
-from acsa.study import METRICS, Study, load_study
 
 METRIC_NAMES = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "mAP": "mAP", "mINP": "mINP"}
 KINDS = ("global", "local", "fused")

@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from acsa.config.study import METRICS
 from acsa.reports.study_files import KINDS, METRIC_NAMES, Reference, StudyData
-from acsa.study import METRICS
 
 
 def aligned(table: pd.DataFrame, left: tuple[str, ...]) -> Any:

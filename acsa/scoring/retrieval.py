@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from acsa.config import EvalConfig
+from acsa.config.sections import EvalConfig
 from acsa.data.image_tables import ImageTable, to_model_input
 from acsa.data.prepared import Split
 from acsa.model.features import ImageFeatures, TextFeatures, cat_features, features_to

@@ -22,7 +22,7 @@ from PIL import Image
 
 from acsa import paths
 from acsa.analysis.explanations import token_layout
-from acsa.config import Params, params_to_dict
+from acsa.config.sections import Params, params_to_dict
 from acsa.data.image_tables import to_model_input
 from acsa.data.images import load_image
 from acsa.data.phrases import extract_noun_phrases

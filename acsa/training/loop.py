@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from acsa.config import Params, TrainConfig, check_backbone_weights, params_to_dict
+from acsa.config.rules import check_backbone_weights
+from acsa.config.sections import Params, TrainConfig, params_to_dict
 from acsa.data.image_tables import RowImages
 from acsa.data.prepared import Prepared, Split, load_prepared, read_split
 from acsa.data.sampler import make_batch_sampler

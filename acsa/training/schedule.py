@@ -9,7 +9,7 @@ from collections import defaultdict
 import torch
 from torch import nn
 
-from acsa.config import TrainConfig
+from acsa.config.sections import TrainConfig
 
 
 def learning_rate_factor(step: int, epoch: int, cfg: TrainConfig, total_steps: int) -> float:

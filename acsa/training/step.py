@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from acsa.config import ImageConfig, LossConfig
+from acsa.config.sections import ImageConfig, LossConfig
 from acsa.data.image_tables import augment, to_model_input
 from acsa.runtime import autocast
 from acsa.training.distributed import Dist, gather_rows

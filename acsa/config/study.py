@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from acsa.config import read_params_file
+from acsa.config.reading import read_params_file
 from acsa.errors import ConfigError
 from acsa.paths import PARAMS
 
