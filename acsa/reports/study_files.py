@@ -1,7 +1,7 @@
 """The study's files as the ablation report (notebooks/ablations.py) reads them; nothing here trains or
 scores.
 
-  PARAMS `study`                               configurations, overrides, seeds, findings (acsa.study)
+  PARAMS `study`                               configurations, overrides, seeds, findings (acsa.config.study)
   FINDINGS (reports/findings.json)             per finding: a - b, its interval and verdict (findings stage)
   SUMMARY (reports/study_summary.json)         per configuration: mean, std and every run of each score kind
                                                and metric; per run the validation plateau (findings stage)
