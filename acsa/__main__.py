@@ -125,6 +125,7 @@ def _search(args: argparse.Namespace) -> None:
     if args.fusion_weight is not None:
         check_fusion_weight(args.fusion_weight, "--fusion-weight")
     index = SearchIndex.open(args.index, model=args.model, fusion_weight=args.fusion_weight)
+    index.model.text.one_query()
     if args.nprobe is not None:
         if index.global_search.faiss_index is None:
             raise _error(f"{args.index} searches exactly (no FAISS index): --nprobe does not apply")

@@ -12,6 +12,13 @@ Sections (each a few rows of the table):
          noun phrases, text encoder, global top-100, exact local score, fusion): p50 / p95 / mean. "cold"
          clears the text encoder's phrase cache before every query (every phrase encoded); "warm" keeps it
          (a server's steady state: phrases recur across queries; the caption itself is always encoded).
+         Before / after in the same process: each caption is searched with each text path that applies
+         (acsa.search.query_text.PATHS: the caption and its new phrases in one forward run by ONNX Runtime,
+         or by PyTorch; and the path before, a PyTorch forward for the caption and another for the phrases)
+         in turn, the order rotating from one caption to the next, so that load on shared cores falls on
+         all alike. The main rows are the default path's; the rows "(path: ...)" the others'.
+         `--baseline-ref REV` also runs REV's own query section (its whole code, git archive) on the same
+         index, after this one.
   serve  `acsa serve` on the 10k index in its own process on 127.0.0.1, `--clients` concurrent clients
          sending `--load-queries` distinct captions in all (stops by itself, also after `--load-seconds`):
          throughput, p50 / p95 / p99, errors, and the server's resident memory after warm-up and at the end.
@@ -40,6 +47,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -125,24 +133,55 @@ def section_query(args, captions: list[str]) -> dict[str, Any]:
     chosen = [
         captions[i] for i in rng.choice(len(captions), size=min(args.queries, len(captions)), replace=False)
     ]
-    out = {"images": len(index)}
+    from acsa.search.query_text import PATHS
+
+    text = index.model.text
+    default = text.path
+    paths = [default] + [p for p in PATHS if p != default and text._applies(p)]
+
+    def timed(call, caption: str, mode: str, path: str) -> float:
+        text.path = path
+        if mode == "cold":
+            text.forget_phrases()
+        started = time.perf_counter()
+        call(caption)
+        return time.perf_counter() - started
+
+    out: dict[str, Any] = {"images": len(index), "text_path": default}
     for mode in ("cold", "warm"):
-        seconds, encode = [], []
-        for caption in chosen:
-            if mode == "cold":
-                index.model._phrase_cache.clear()
-            started = time.perf_counter()
-            index.search(caption, top_k=10)
-            seconds.append(time.perf_counter() - started)
-        for caption in chosen[: min(100, len(chosen))]:  # the text side alone, same cache state
-            if mode == "cold":
-                index.model._phrase_cache.clear()
-            started = time.perf_counter()
-            index.model.encode_query(caption)
-            encode.append(time.perf_counter() - started)
-        out[mode] = percentiles(seconds)
-        out[mode]["encode_p50_ms"] = percentiles(encode)["p50_ms"]
+        seconds: dict[str, list[float]] = {path: [] for path in paths}
+        encode: dict[str, list[float]] = {path: [] for path in paths}
+        for number, caption in enumerate(chosen):
+            shift = number % len(paths)  # each path first in turn
+            for path in paths[shift:] + paths[:shift]:
+                seconds[path].append(timed(lambda c: index.search(c, top_k=10), caption, mode, path))
+                if number < 100:  # the text side alone, same cache state
+                    encode[path].append(timed(index.model.encode_query, caption, mode, path))
+        by_path = {
+            path: percentiles(seconds[path]) | {"encode_p50_ms": percentiles(encode[path])["p50_ms"]}
+            for path in paths
+        }
+        out[mode] = by_path[default] | {"paths": by_path}
+    text.path = default
     return out
+
+
+def baseline_query(args) -> dict[str, Any]:
+    """The query section of revision `--baseline-ref` (its own code, exported with git archive) on the same
+    index, in a process of its own."""
+    from benchmarks.common import worker_env
+    from benchmarks.train_speed import export_revision
+
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "code").mkdir()
+        root = export_revision(args.baseline_ref, Path(tmp) / "code")
+        out = Path(tmp) / "baseline.json"
+        command = [sys.executable, "-m", "benchmarks.search_speed", "--sections", "query"]
+        command += [f"--work={args.work.resolve()}", f"--model={args.model.resolve()}", f"--out={out}"]
+        command += [f"--threads={args.threads}", f"--gallery-ids={args.gallery_ids}"]
+        command += [f"--queries={args.queries}"]
+        subprocess.run(command, cwd=root, env=worker_env(None, root), check=True, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())["query"]
 
 
 # ---- serve: a bounded load test on loopback ---------------------------------------------------------------
@@ -372,7 +411,7 @@ def scale_worker(args) -> dict[str, Any]:
     captions = json.loads(Path(args.captions_file).read_text())
     seconds = []
     for caption in captions[: args.scale_queries]:
-        index.model._phrase_cache.clear()  # cold: every phrase encoded
+        index.model.text.forget_phrases()  # cold: every phrase encoded
         t0 = time.perf_counter()
         index.search(caption, top_k=10)
         seconds.append(time.perf_counter() - t0)
@@ -512,15 +551,25 @@ def rows_of(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("index build, share decoding files", f"{100 * b['decode_share']:.0f}%")
     if "query" in results:
         q = results["query"]
+        base = results.get("baseline_query")
         for mode in ("cold", "warm"):
             m = q[mode]
-            add(
-                f"{q['images']} images, {mode} phrases: query p50 ms", m["p50_ms"], "<= 30", m["p50_ms"] <= 30
-            )
-            add(
-                f"{q['images']} images, {mode} phrases: query p95 ms", m["p95_ms"], "<= 60", m["p95_ms"] <= 60
-            )
-            add(f"{q['images']} images, {mode} phrases: text encoding p50 ms", m["encode_p50_ms"])
+            name = f"{q['images']} images, {mode} phrases"
+            add(f"{name}: query p50 ms", m["p50_ms"], "<= 30", m["p50_ms"] <= 30)
+            add(f"{name}: query p95 ms", m["p95_ms"], "<= 60", m["p95_ms"] <= 60)
+            add(f"{name}: text encoding p50 ms ({q.get('text_path', 'separate')})", m["encode_p50_ms"])
+            for path, p in m.get("paths", {}).items():
+                add(
+                    f"{name} (path: {path}): query p50 / p95, text p50 ms; p50 x separate",
+                    f"{p['p50_ms']:.1f} / {p['p95_ms']:.1f}, {p['encode_p50_ms']:.1f}; "
+                    f"{p['p50_ms'] / m['paths']['separate']['p50_ms']:.2f}",
+                )
+            if base:
+                b = base[mode]
+                add(
+                    f"{name} ({results['args']['baseline_ref']}, own process): query p50 / p95, text p50 ms",
+                    f"{b['p50_ms']:.1f} / {b['p95_ms']:.1f}, {b['encode_p50_ms']:.1f}",
+                )
     if "serve" in results:
         s = results["serve"]
         add(f"server, {s['clients']} clients, {s['queries']} queries: throughput q/s", s["throughput_qps"])
@@ -585,6 +634,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nprobes", type=int, nargs="*", default=[100, 300, 500, 800], help="scale: recall sweep")
     p.add_argument("--token-dtype", default="float32", choices=("float32", "float16"), help="scale section")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--baseline-ref",
+        default=None,
+        metavar="REV",
+        help="query section: also run revision REV's own (git archive), on the same index, for before/after",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "search_speed.json")
     p.add_argument("--in-process", action="store_true", help="run the scale worker in this process (tests)")
     p.add_argument("--worker-result", help=argparse.SUPPRESS)
@@ -615,6 +670,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results["build"] = section_build(args, images)
     if "query" in args.sections:
         results["query"] = section_query(args, captions)
+        if args.baseline_ref:
+            results["baseline_query"] = baseline_query(args)
     if "serve" in args.sections:
         results["serve"] = section_serve(args, captions)
     if "scale" in args.sections:

@@ -152,7 +152,9 @@ def test_incremental_reindex_encodes_only_new_and_changed_files(smoke_run: Path,
     query = "a person in a green jacket"
     got = [(r.key, round(r.fused, 3)) for r in after.search(query, top_k=7).results]
     want = [(r.key, round(r.fused, 3)) for r in fresh.search(query, top_k=7).results]
-    assert got == want
+    # two files hold the same image (sources[7]): their exactly tied scores rank by index row, which differs
+    # between an updated index and a fresh one
+    assert sorted(got, key=lambda x: (-x[1], x[0])) == sorted(want, key=lambda x: (-x[1], x[0]))
     assert set(store.remove_unreferenced(out, store.read_manifest(out))) == set()  # no orphans left
 
 

@@ -9,7 +9,10 @@ The Python API is acsa.search.api:
     for result in index.search("a woman in a red coat carrying a black backpack", top_k=5).results:
         print(result.path, result.fused)
 
-Modules: api (the above), index (build and update an index), query (SearchIndex, search), store (the
-on-disk format), scan (which files), global_search (exact or FAISS), model_access (everything asked of the
-model), server (the web app; `acsa serve`). The `acsa` command is acsa/__main__.py.
+Modules: api (the above), index (build and update an index), query (SearchIndex, search), opened (an index
+as opened, reopened when it changes), store (the on-disk format), manifest_check (the manifest's schema),
+scan (which files), names (file names shown and served), global_search (exact or FAISS), model_access
+(everything asked of the model), query_text (a query's text through the frozen encoder: packed_text, one
+forward; onnx_text, ONNX Runtime), server and serving (the web app, its sockets and Host check;
+`acsa serve`). The `acsa` command is acsa/__main__.py.
 """

@@ -11,7 +11,6 @@ ones first, the rest padding), k candidate images, H text hidden size, L word pi
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,14 +29,13 @@ from acsa.data.tokenize import PAD_PHRASE
 from acsa.errors import SearchError
 from acsa.model.acsa import ACSA
 from acsa.model.features import ImageFeatures, TextFeatures
-from acsa.model.text_encoder import TextEncoder
+from acsa.search.query_text import QueryText
 from acsa.storage.checkpoint import load_checkpoint
 from acsa.storage.files import sha256_of
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = paths.MODEL_FILE
-PHRASE_CACHE_SIZE = 10_000  # phrases (10k x 384 floats = 15 MB for MiniLM)
 
 
 @dataclass(frozen=True)
@@ -66,7 +64,8 @@ class SearchModel:
     """A trained ACSA model rebuilt from its file, in eval mode on the CPU (or `device`).
 
     The frozen text encoder (when the model was trained on cached features) is loaded on the first query
-    and kept for the life of the object: loading it takes about a second, encoding a query milliseconds.
+    and kept for the life of the object: loading it takes about a second, encoding a query milliseconds
+    (acsa.search.query_text: `text`).
     """
 
     def __init__(self, model: Path, device: str = "cpu") -> None:
@@ -84,10 +83,7 @@ class SearchModel:
         if summary is None:  # the training summary (fusion weight) is in the checkpoint's meta
             summary = load_checkpoint(self.path).meta.get("summary", {})
         self.summary: dict = summary
-        self._text_encoder: TextEncoder | None = None
-        self._tokenizer = None
-        # pooled hidden state [H] of each phrase seen, most recent last: phrases recur across queries
-        self._phrase_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.text = QueryText(self.params, self.device)
 
     # what an index records about the model
 
@@ -148,40 +144,9 @@ class SearchModel:
         """The query's noun phrases, by the extractor the training captions went through."""
         return extract_noun_phrases(text, self.params.data.num_phrases)
 
-    def _tokenize(self, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._tokenizer is None:
-            from acsa.data.tokenize import load_tokenizer
-
-            self._tokenizer = load_tokenizer(self.params.text.encoder)
-        # padded to the longest text only (as embed_text cuts each batch): mean pooling ignores the padding
-        encoded = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=max_tokens, return_tensors="pt"
-        )
-        return encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
-
-    def _frozen_encoder(self) -> TextEncoder:
-        if self._text_encoder is None:
-            self._text_encoder = TextEncoder(self.params.text).to(self.device).eval()
-        return self._text_encoder
-
     def warm_up(self) -> None:
         """Load the tokenizer, the text encoder and the phrase tagger now rather than on the first query."""
         self.encode_query("a person in a red shirt")
-
-    def _phrase_states(self, phrases: list[str]) -> torch.Tensor:
-        """Frozen encoder's pooled hidden states of phrases [n, H], from the cache where it has them."""
-        cache = self._phrase_cache
-        new = [p for p in dict.fromkeys(phrases) if p not in cache]
-        if new:
-            ids, mask = self._tokenize(new, self.params.data.phrase_max_tokens)
-            for phrase, state in zip(new, self._frozen_encoder()(ids, mask).float(), strict=True):
-                cache[phrase] = state
-        for phrase in phrases:
-            cache.move_to_end(phrase)
-        states = torch.stack([cache[p] for p in phrases])
-        while len(cache) > PHRASE_CACHE_SIZE:
-            cache.popitem(last=False)
-        return states
 
     @torch.inference_mode()
     def encode_query(self, text: str) -> EncodedQuery:
@@ -189,20 +154,18 @@ class SearchModel:
         phrases = self.phrases(text)
         num_phrases = self.params.data.num_phrases
         data = self.params.data
-        caption_ids, caption_mask = self._tokenize([text], data.caption_max_tokens)
         phrase_mask = torch.zeros(1, num_phrases, dtype=torch.bool, device=self.device)
         phrase_mask[0, : len(phrases)] = True
         slots = phrases + [PAD_PHRASE] * (num_phrases - len(phrases))  # padded slots: as in training
         if self.params.text.finetune:  # the model holds its own (fine-tuned) text encoder
-            ids, ids_mask = self._tokenize(slots, data.phrase_max_tokens)  # [P, Lp]
+            caption_ids, caption_mask = self.text.tokenize([text], data.caption_max_tokens)
+            ids, ids_mask = self.text.tokenize(slots, data.phrase_max_tokens)  # [P, Lp]
             features = self.model.encode_text_tokens(
                 caption_ids, caption_mask, ids[None], ids_mask[None], phrase_mask
             )
         else:
-            encoder = self._frozen_encoder()
-            sentence = encoder(caption_ids, caption_mask).float()  # [1, H]
-            hidden = self._phrase_states(slots)[None]  # [1, P, H]
-            features = self.model.encode_text(sentence, hidden, phrase_mask)
+            sentence, hidden = self.text.states(text, slots)  # [1, H], [P, H]: one forward
+            features = self.model.encode_text(sentence, hidden[None], phrase_mask)
         return EncodedQuery(
             text=text,
             phrases=phrases,

@@ -10,7 +10,8 @@ A query is encoded as the training captions were (its noun phrases by acsa.data.
 text encoder); the global stage picks `candidates` images by cosine of global features (exact, or FAISS for
 large indexes: acsa.search.global_search), ACSA's local score is computed exactly on those candidates, and
 they are ranked by fused = global + w * local, w being the fusion weight the index records (chosen on the
-validation split when the model was trained). With `attention=True` each result also carries a[r, p], the
+validation split when the model was trained); exactly tied fused scores (copies of one image) rank by index
+row. With `attention=True` each result also carries a[r, p], the
 attention of each image token r over the query's noun phrases p (the explain stage's maps).
 """
 
@@ -265,6 +266,8 @@ class SearchIndex:
                     "e.g. 'a man in a red jacket with a black backpack'"
                 )
             global_scores, rows = self.global_search.top(encoded.global_feat, max(k, candidates))
+            by_row = torch.argsort(rows)  # exact ties of the fused score then rank by index row (topk's order
+            global_scores, rows = global_scores[by_row], rows[by_row]  # among them is left open)
             local = tokens = None
             fused = global_scores
             if self.model.uses_local and len(rows):
