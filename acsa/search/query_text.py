@@ -21,7 +21,7 @@ from acsa.model.text_encoder import TextEncoder
 from acsa.search import onnx_text, packed_text
 
 if TYPE_CHECKING:
-    from acsa.config import Params
+    from acsa.config.sections import Params
 
 PHRASE_CACHE_SIZE = 10_000  # phrases (10k x 384 floats = 15 MB for MiniLM)
 # How a query's texts go through the encoder: "onnxruntime" (one packed forward, onnx_text), "packed" (one
