@@ -7,6 +7,7 @@ from __future__ import annotations
 import html as html_lib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,36 +186,67 @@ def test_visualisation_report(smoke_run, explained, tmp_path):
     assert "the top-1 image most often contradicts the caption" in html or "Too few R@1 misses" in html
 
 
-def test_ablation_report(tmp_path):
-    """The page renders from a hand-built study folder (tests/fixtures_study.py), with every section, its
-    figures and the computed sentences, and no code."""
-    parameters = write_fake_study(tmp_path)
+ABLATION_SECTIONS = (
+    "1. What produced the findings",
+    "2. The paper's claims",
+    "3. Configurations",
+    "4. The second score",
+    "5. Fine evidence",
+    "6. The encoder or the alignment?",
+    "7. Convergence",
+    "8. The learning-rate sweep",
+    "9. The end-to-end confirmation",
+    "10. Reference rankers, fusion weights and every run",
+)
+
+
+def render_ablations(tmp_path, parameters) -> tuple[str, str]:
+    """The ablation report rendered from `parameters`: (its HTML, the words as a reader sees them)."""
     html_path = tmp_path / "ablations.html"
     report.run_report(REPO / "notebooks" / "ablations.py", html_path, None, parameters)
     html = html_path.read_text()
     assert_offline(html)
-    for section in (
-        "1. What was compared",
-        "2. Results",
-        "3. Findings",
-        "4. Reference points beside the models",
-        "5. The global branch",
-        "6. Convergence",
-        "7. Fusion weight on validation",
-        "8. Every run",
-    ):
-        assert f">{section}<" in html
-    # bars, reference ladder, score kinds, validation curves, fusion curves
-    assert html.count(PNG) == 5
     assert "load_study_data" not in html and "show_table" not in html  # code hidden
-    text = re.sub(r"<[^>]+>", "", html)  # the words as a reader sees them
-    assert "full is better than global_only: R@1 41.0 vs 30.5 (3 seeds each: 0, 1, 2)" in text
-    assert "No detectable difference between full and global_fair" in text
-    assert "The main configuration does not beat global_fair." in text
-    assert "The fair control closes the gap." in text
-    assert "11 of 12 runs flattened" in text
-    assert "Between colour_pair (35.0) and fine (60.0): channels 44.3, full 41.0, global_fair 40.2." in text
-    assert "41.0 ± 1.0" in text and "20.0 / 37.0 / 41.0" in text
+    return html, html_lib.unescape(re.sub(r"<[^>]+>", "", html))
+
+
+def test_ablation_report(tmp_path):
+    """The page renders from a hand-built study folder in the pipeline's formats (tests/fixtures_study.py),
+    leading with the claims, with every section, its figures and the computed sentences, and no code."""
+    html, text = render_ablations(tmp_path, write_fake_study(tmp_path))
+    positions = [html.index(f">{section}<") for section in ABLATION_SECTIONS]
+    assert positions == sorted(positions)
+    # the claims table is the page's first table
+    assert html.index("<table") > positions[1] and "Holm-adjusted interval" in html[: html.index("</table>")]
+    # bars, score kinds, fine evidence, probes, validation curves, sweep, reference ladder, fusion curves
+    assert html.count(PNG) == 8
+    assert "Protocol: two-stage. The image backbone mobilenetv2_100, ImageNet-pretrained" in text
+    assert (
+        "Cross-scale: holds here on all queries only. On the fine-evidence queries it is inconclusive."
+        in text
+    )
+    assert (
+        "Asymmetric: does not hold here on all queries. It holds only on the fine-evidence queries." in text
+    )
+    assert "full and reverse are equivalent within ±2 points" in text
+    assert "global_only trains at 0.004 (44.0) while 0.001 scored 47.0" in text
+    assert "Kendall's tau = 0.33" in text and "61.0 ± 1.0" in text and "51.0 / 56.0 / 61.0" in text
+    assert "neither the global embedding nor the tokens carry: global_only carried.type" in text
+
+
+def test_ablation_report_without_optional_or_missing_inputs(tmp_path):
+    """A missing input leaves a sentence, not an error: no findings, probes, convergence runs or reference
+    points, and the optional pipeline not run."""
+    parameters = write_fake_study(tmp_path, reference=False, optional=False)
+    for name in ("findings_file", "probes_file", "convergence_file"):
+        Path(parameters[name]).unlink()
+    html, text = render_ablations(tmp_path, parameters)
+    assert all(f">{section}<" in html for section in ABLATION_SECTIONS)
+    assert "Not found" in text and "No claim can be judged" in text
+    assert "No probes to show" in text and "No reference points to show" in text
+    assert "The learning-rate sweep was not run here" in text
+    assert "The end-to-end confirmation was not run here" in text and "dvc repro optional/dvc.yaml" in text
+    assert "61.0 ± 1.0" in text  # the summary still gives the results
 
 
 def test_ablation_report_checks_its_parameters(tmp_path):

@@ -114,12 +114,13 @@ def test_the_visualisation_report_shows_captions_as_text(smoke_run, hostile_expl
 
 
 def test_config_values_in_the_ablation_report_are_text(tmp_path):
-    """A configuration's override values (shown in the table of configurations and in sentences) are text."""
+    """A configuration's override values and a finding's claim (shown in tables and sentences) are text, in
+    the tables as the notebook displays them (tables.aligned) too."""
     import yaml
     from fixtures_study import write_fake_study
     from nbconvert.filters.markdown import markdown2html
 
-    from acsa.reports import sentences, tables
+    from acsa.reports import claims, sentences, tables
     from acsa.reports.study_files import load_study_data
 
     parameters = write_fake_study(tmp_path)
@@ -128,14 +129,23 @@ def test_config_values_in_the_ablation_report_are_text(tmp_path):
     for name in raw["study"]["configurations"]:
         if name != raw["study"]["main"]:
             raw["study"]["configurations"][name]["image.backbone"] = PAYLOADS[1]
+    raw["study"]["findings"]["cross_scale_vs_region"]["claim"] = PAYLOADS[3]
+    raw["study"]["findings"]["cross_scale_vs_image"]["claim"] = PAYLOADS[4]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    findings = json.loads((tmp_path / "reports" / "findings.json").read_text())
+    findings["cross_scale_vs_region"]["claim"] = PAYLOADS[3]
+    findings["cross_scale_vs_image"]["claim"] = PAYLOADS[4]
+    (tmp_path / "reports" / "findings.json").write_text(json.dumps(findings))
     data = load_study_data(**parameters)
-    html = tables.configurations_table(data).to_html() + markdown2html(
-        "\n\n".join([sentences.optional(data), sentences.fair_text_side(data)])
-    )
+    configurations, claims_table = tables.configurations_table(data), claims.claims_table(data)
+    html = configurations.to_html() + claims_table.to_html()
+    html += tables.aligned(configurations, ("overrides",)).to_html() + tables.aligned(claims_table).to_html()
+    html += markdown2html("\n\n".join([sentences.optional(data), claims.claims_said(data)]))
     assert live_markup(html) == []
     text = BeautifulSoup(html, "html.parser").get_text()
-    assert PAYLOADS[0] in text and PAYLOADS[1] in text
+    for payload in (PAYLOADS[0], PAYLOADS[1], PAYLOADS[3]):
+        assert payload in text
+    assert "**XSS_5** _XSS_5_" in text  # a claim's Markdown shown as written
 
 
 def test_nbconvert_sanitises_what_a_notebook_outputs(tmp_path):

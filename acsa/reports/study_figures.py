@@ -1,6 +1,7 @@
-"""Figures of the ablation report (notebooks/ablations.py), drawn from acsa.reports.tables: bars with every
-run as a dot, the models among the reference rankers, score kinds, validation curves per configuration and
-fusion-weight curves. Each returns a matplotlib Figure."""
+"""Figures of the ablation report (notebooks/ablations.py), drawn from the report's tables: bars with every
+run as a dot, the models among the reference rankers, score kinds, each configuration on the two query
+subsets, the attribute probes, validation curves per configuration (with the longer-budget runs), the
+learning-rate sweep and fusion-weight curves. Each returns a matplotlib Figure."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from acsa.reports.study_files import METRIC_NAMES
 
@@ -116,15 +117,19 @@ def _panels(names: list[str], columns: int = 4) -> tuple[Figure, list]:
 
 
 def _seed_panels(table: pd.DataFrame, x: str, y: str, marked: str) -> tuple[Figure, list]:
-    """One panel per configuration of `table` (configuration, seed, x, y, chosen), a line per seed, the
-    chosen points circled; a legend of the seeds and of `marked` (what a circle means) below."""
+    """One panel per configuration of `table` (configuration, seed, x, y, chosen[, budget]), a line per seed
+    (dashed for the `longer` budget), the chosen points circled; a legend of the seeds and of `marked` (what
+    a circle means) below."""
     names = list(dict.fromkeys(table["configuration"]))
     colours = seed_colours(list(set(table["seed"])))
+    if "budget" not in table.columns:
+        table = table.assign(budget="study")
     fig, axes = _panels(names)
     for ax, name in zip(axes, names, strict=True):
-        for seed, part in table[table["configuration"] == name].groupby("seed"):
+        for (seed, budget), part in table[table["configuration"] == name].groupby(["seed", "budget"]):
             part = part.sort_values(x)
-            ax.plot(part[x], part[y], marker="o", markersize=3, color=colours[seed])
+            style = "--" if budget == "longer" else "-"
+            ax.plot(part[x], part[y], style, marker="o", markersize=3, color=colours[seed])
             chosen = part[part["chosen"]]
             ax.scatter(
                 chosen[x], chosen[y], s=90, facecolors="none", edgecolors="black", zorder=5, clip_on=False
@@ -133,26 +138,27 @@ def _seed_panels(table: pd.DataFrame, x: str, y: str, marked: str) -> tuple[Figu
     handles = [plt.Line2D([], [], color=c, marker="o", label=f"seed {s}") for s, c in colours.items()]
     handles.append(plt.Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="black",
                               markersize=9, label=marked))  # fmt: skip
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize="small")
+    if (table["budget"] == "longer").any():
+        handles.append(plt.Line2D([], [], color="grey", linestyle="--", label="longer budget"))
+    fig.legend(
+        handles=handles, loc="lower center", ncol=min(len(handles), 6), frameon=False, fontsize="small"
+    )
     return fig, axes
 
 
-def convergence(curves: pd.DataFrame, kept: pd.DataFrame) -> Figure:
-    """One panel per configuration: validation R@1 per epoch, a line per seed, the kept epoch circled.
-    `curves`: configuration, seed, epoch, value; `kept`: configuration, seed, epoch."""
+def validation_curves(curves: pd.DataFrame) -> Figure:
+    """One panel per configuration: validation R@1 per epoch, a line per seed, the kept epoch circled, the
+    convergence check's longer runs dashed. `curves`: tables.validation_curves."""
     if curves.empty:
         return _empty("no validation curves")
-    marks = kept.assign(chosen=True)
-    table = curves.merge(marks, on=["configuration", "seed", "epoch"], how="left")
-    table["chosen"] = table["chosen"].eq(True)
-    fig, axes = _seed_panels(table, "epoch", "value", "epoch kept")
-    last = int(table["epoch"].max())
+    fig, axes = _seed_panels(curves, "epoch", "value", "epoch kept")
+    last = int(curves["epoch"].max())
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.set_xlim(0.5, last + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     axes[0].set_ylabel("validation R@1 (%)")
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -170,4 +176,65 @@ def fusion_curves(curves: pd.DataFrame, metric: str = "R1") -> Figure:
         ax.set_xlabel("fusion weight w (candidates)")
     axes[0].set_ylabel(f"validation {METRIC_NAMES[metric]} (%)")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def subset_dots(means: dict[tuple[str, str], dict[str, float]], metric: str) -> Figure:
+    """Per configuration and score kind, its mean on all queries and on the fine-evidence queries, joined by
+    a line. `means`: diagnostics.subset_means."""
+    rows = [
+        (f"{name} ({kind})", m) for (name, kind), m in means.items() if "all" in m and "fine_evidence" in m
+    ]
+    if not rows:
+        return _empty("no results on the fine-evidence queries")
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.3))
+    for y, (_, m) in enumerate(rows):
+        ax.plot([m["all"], m["fine_evidence"]], [y, y], color="#bbbbbb", zorder=1)
+    ax.scatter([m["all"] for _, m in rows], range(len(rows)), color=DOT, label="all queries", zorder=2)
+    ax.scatter([m["fine_evidence"] for _, m in rows], range(len(rows)), color="#b5433a",
+               label="fine-evidence queries", zorder=2)  # fmt: skip
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"test {METRIC_NAMES[metric]} (%), mean over seeds")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def probe_margins(margins: pd.DataFrame) -> Figure:
+    """Heat map of each representation's probe accuracy minus the attribute's majority share (points).
+    `margins`: diagnostics.probe_margins (representations x attributes; NaN: not probed)."""
+    if margins.empty:
+        return _empty("no probes")
+    fig, ax = plt.subplots(figsize=(0.6 * margins.shape[1] + 3.5, 0.32 * margins.shape[0] + 1.9))
+    sns.heatmap(
+        margins, cmap="RdBu", center=0, annot=True, fmt=".0f", annot_kws={"fontsize": "x-small"},
+        cbar_kws={"label": "accuracy − majority (points)"}, ax=ax,
+    )  # fmt: skip
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    fig.tight_layout()
+    return fig
+
+
+def sweep_lines(results: dict[str, dict[float, float]], chosen: dict[str, float]) -> Figure:
+    """Validation R@1 against the learning rate, a line per configuration, params.yaml's rate circled.
+    `results`: training_checks.grid_results; `chosen`: configuration -> its train.lr."""
+    if not results:
+        return _empty("no learning-rate sweep")
+    fig, ax = plt.subplots(figsize=(8, 4))
+    palette = sns.color_palette("tab10", max(10, len(results)))
+    for colour, (name, points) in zip(palette, results.items(), strict=False):
+        rates = sorted(points)
+        ax.plot(rates, [points[r] for r in rates], marker="o", color=colour, label=name)
+        if chosen.get(name) in points:
+            ax.scatter([chosen[name]], [points[chosen[name]]], s=110, facecolors="none", edgecolors="black")
+    rates = sorted({r for p in results.values() for r in p})
+    ax.set_xscale("log")
+    ax.set_xticks(rates, [f"{r:g}" for r in rates])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("learning rate (circled: params.yaml's)")
+    ax.set_ylabel("best validation R@1 (%)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize="small")
+    fig.tight_layout()
     return fig

@@ -1,19 +1,22 @@
 """The study's files as the ablation report (notebooks/ablations.py) reads them; nothing here trains or
-scores.
+scores. Every input is a committed file (the per-run folders are not read):
 
-  PARAMS `study`                               configurations, overrides, seeds, findings (acsa.config.study)
-  FINDINGS (reports/findings.json)             per finding: a - b, its interval and verdict (findings stage)
-  SUMMARY (reports/study_summary.json)         per configuration: mean, std and every run of each score kind
-                                               and metric; per run the validation plateau (findings stage)
-  EVAL_MAIN (reports/eval/main)                the main model's run (study.main with train.seed) ...
-  STUDY_EVAL/<configuration>/seed-<s>          ... and every other run: metrics.json, fusion_curve.json
-  LIVE/main, LIVE/study/<configuration>/seed-<s>   per-epoch curves (DVCLive, train stages)
-  REFERENCE (reports/reference_points/metrics.json)  reference rankers and the text-feature diagnostic
-                                               (reference_points stage; optional)
+  PARAMS `study` and sections   configurations and their overrides, seeds, findings and claims, margin,
+                                convergence, sweep and end-to-end plans (acsa.config.study); the protocol
+                                (image.*, train.*) and each configuration's settings (acsa.config.loading)
+  FINDINGS (findings.json)      per finding and query subset: a - b, raw and Holm-adjusted interval, verdict
+  SUMMARY (study_summary.json)  per configuration: mean, std and runs per score kind and metric, trainable
+                                parameters, plateau; the subsets' sizes, margin, convergence check
+  RUNS (study/runs.json)        every run: configuration, seed, what validation chose, curves, test metrics
+  PROBES (probes.json)          linear attribute probes: the frozen backbone and each configuration
+  CONVERGENCE (convergence.json)  the longer-budget runs' validation curves
+  REFERENCE (reference_points/metrics.json, query_subsets.json)  reference rankers, the text-feature
+                                diagnostic and the counts of the test-query subsets
+  SWEEP (sweep.json), END_TO_END (end_to_end/findings.json)  the optional pipeline's, when it was run
 
-An absent file is not an error here: the run or section is left out and `StudyData.missing` says what was
-not found, so the page states what is not computed instead of failing. A file that exists but lacks what the
-stage writes is an error naming the file. No torch import, so the notebook kernel starts fast.
+An absent file is not an error here: its sections say what is not computed, and `StudyData.missing` lists
+the required inputs that were not found. A file that exists but lacks what its stage writes is an error
+naming the file. No torch import, so the notebook kernel starts fast.
 """
 
 from __future__ import annotations
@@ -22,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from acsa import paths
+from acsa.analysis.convergence import read_convergence
 from acsa.config.loading import load_params
+from acsa.config.sections import Params
 from acsa.config.study import METRICS, Study, load_study
 from acsa.errors import DataError
 from acsa.reports.notebook import as_list
@@ -33,19 +36,12 @@ from acsa.storage.files import read_json
 
 METRIC_NAMES = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "mAP": "mAP", "mINP": "mINP"}
 KINDS = ("global", "local", "fused")
-SELECTION_CURVE = "val/selection_R1"  # DVCLive: validation R@1 of the final score, which picks the epoch
-FINDING_KEYS = ("name", "a", "b", "metric", "seeds_a", "seeds_b", "mean_a", "mean_b", "difference")
-FINDING_KEYS += ("ci_low", "ci_high", "verdict")
-
-
-@dataclass(frozen=True)
-class RunPlace:
-    """Where one trained run's files are."""
-
-    configuration: str
-    seed: int
-    eval_dir: Path
-    live_dir: Path
+ALL, FINE = "all", "fine_evidence"  # the findings' query subsets (acsa.analysis.findings, acsa.findings)
+FINDING_KEYS = ("a", "b", "a_score", "b_score", "seeds_a", "seeds_b", "subsets")
+SUBSET_KEYS = ("queries", "mean_a", "mean_b", "difference", "ci_low", "ci_high", "p_holm")
+SUBSET_KEYS += ("adjusted_low", "adjusted_high", "verdict")
+RUN_KEYS = ("configuration", "seed", "best_epoch", "fusion_weight", "validation_curve", "test")
+RERUN = "rerun dvc repro findings"
 
 
 @dataclass(frozen=True)
@@ -60,77 +56,74 @@ class Reference:
 @dataclass
 class StudyData:
     study: Study
-    main_seed: int
+    params: Params  # params.yaml without any configuration's overrides: the protocol they share
+    settings: dict[str, Params]  # per shown configuration: params.yaml after its overrides
     shown: tuple[str, ...]  # the configurations the page shows, in params order
-    metric: str  # the page's headline metric
-    runs: tuple[RunPlace, ...] = ()
-    metrics: dict[tuple[str, int], dict] = field(default_factory=dict)  # run -> its metrics.json
-    fusion_curves: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
-    curves: pd.DataFrame | None = None  # configuration, seed, epoch (1-based), value: validation R@1
-    findings: dict[str, dict] | None = None  # findings.json, the shown findings only
-    summary: dict[str, dict] | None = None  # study_summary.json, the shown configurations only
+    metric: str  # the metric of the figures and placements (the findings use study.metric)
+    findings: dict[str, dict] | None = None  # findings.json, the findings between shown configurations
+    family: int = 0  # the intervals Holm adjusted together: every finding of the file x its subsets
+    summary: dict[str, dict] | None = None  # study_summary.json's configurations, the shown ones
+    subsets: dict[str, int] = field(default_factory=dict)  # query subset -> number of test queries
+    convergence: dict | None = None  # study_summary.json's convergence check
+    margin: float | None = None  # the equivalence margin the verdicts were read with
+    runs: list[dict] = field(default_factory=list)  # runs.json records of the shown configurations
+    longer_runs: list[dict] | None = None  # convergence.json: the same runs at a longer budget
+    probes: dict | None = None
+    probes_missing: str | None = None  # why there are no probes
     reference: Reference | None = None
     reference_missing: str | None = None  # why there are no reference points
-    missing: list[str] = field(default_factory=list)  # one line per input not found
+    query_counts: dict[str, int] | None = None  # query_subsets.json's counts
+    sweep: list[dict] | None = None  # the optional learning-rate sweep's records
+    end_to_end: dict | None = None  # the optional end-to-end confirmation's findings and agreement
+    missing: list[str] = field(default_factory=list)  # one line per required input not found
+    files: dict[str, str] = field(default_factory=dict)  # input -> the path it was read from
 
     def overrides(self, name: str) -> dict[str, Any]:
         return self.study.overrides(name)
 
     def seeds(self, name: str) -> list[int]:
-        return sorted(run.seed for run in self.runs if run.configuration == name)
+        return sorted(run["seed"] for run in self.runs if run["configuration"] == name)
+
+    def final_kind(self, name: str) -> str | None:
+        """The score configuration `name` ranks by (fused with a second score, else global): the summary's,
+        else its runs'; None when neither file knows it."""
+        if name in (self.summary or {}):
+            return (self.summary or {})[name]["final_kind"]
+        tests = [run["test"] for run in self.runs if run["configuration"] == name]
+        return None if not tests else "fused" if "fused" in tests[0] else "global"
 
 
-def run_places(study: Study, main_seed: int, eval_main: Path, study_eval: Path, live: Path) -> list[RunPlace]:
-    """Every run of every configuration (the findings stage reads the same): the main model's run is the
-    main configuration with train.seed; every other seed lies under study_eval/<configuration>/seed-<s>."""
-    places = []
-    for name in study.configurations:
-        if name == study.main:
-            places.append(
-                RunPlace(name, main_seed, Path(eval_main), Path(live) / paths.run_name(paths.MODEL))
-            )
-        for seed in study.seeds_of(name, main_seed):
-            run = paths.seed_dir(Path(name), seed)
-            places.append(
-                RunPlace(
-                    name, seed, Path(study_eval) / run, Path(live) / paths.run_name(paths.STUDY_MODELS / run)
-                )
-            )
-    return sorted(places, key=lambda p: (list(study.configurations).index(p.configuration), p.seed))
+def _require(path: Path, record: Any, keys: tuple[str, ...], what: str) -> None:
+    """A record of `path` that lacks any of `keys` is an error naming the file and the record."""
+    absent = [key for key in keys if not isinstance(record, dict) or key not in record]
+    if absent:
+        raise DataError(f"{path}: {what} lacks {', '.join(absent)} ({RERUN})")
 
 
-def read_curve(path: Path) -> pd.DataFrame | None:
-    """A DVCLive tsv (step[, timestamp], value) as epoch (1-based), value; None if absent."""
-    if not path.is_file():
-        return None
-    table = pd.read_csv(path, sep="\t")
-    value = [c for c in table.columns if c not in ("step", "timestamp")]
-    if "step" not in table.columns or len(value) != 1:
-        raise DataError(f"{path}: expected the columns step and one value (a DVCLive plot)")
-    return pd.DataFrame({"epoch": table["step"].astype(int) + 1, "value": table[value[0]].astype(float)})
-
-
-def _check_findings(path: Path, raw: Any) -> dict[str, dict]:
+def check_findings(path: Path, raw: Any) -> dict[str, dict]:
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an object of finding name -> record")
     for name, record in raw.items():
-        absent = [key for key in FINDING_KEYS if not isinstance(record, dict) or key not in record]
-        if absent:
-            raise DataError(f"{path}: finding {name!r} lacks {', '.join(absent)} (rerun dvc repro findings)")
+        _require(path, record, FINDING_KEYS, f"finding {name!r}")
+        if ALL not in record["subsets"]:
+            raise DataError(f"{path}: finding {name!r} has no result on all queries ({RERUN})")
+        for subset, result in record["subsets"].items():
+            _require(path, result, SUBSET_KEYS, f"finding {name!r} on {subset!r}")
     return raw
 
 
-def _check_summary(path: Path, raw: Any) -> dict[str, dict]:
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected an object of configuration -> summary")
-    for name, entry in raw.items():
-        absent = [
-            key for key in ("seeds", "final_kind", "kinds") if not isinstance(entry, dict) or key not in entry
-        ]
-        if absent:
-            raise DataError(
-                f"{path}: configuration {name!r} lacks {', '.join(absent)} (rerun dvc repro findings)"
-            )
+def check_summary(path: Path, raw: Any) -> dict[str, Any]:
+    _require(path, raw, ("configurations",), "the summary")
+    for name, entry in raw["configurations"].items():
+        _require(path, entry, ("seeds", "final_kind", "kinds"), f"configuration {name!r}")
+    return raw
+
+
+def check_runs(path: Path, raw: Any) -> list[dict]:
+    if not isinstance(raw, list):
+        raise DataError(f"{path}: expected a list of run records")
+    for index, record in enumerate(raw):
+        _require(path, record, RUN_KEYS, f"record {index}")
     return raw
 
 
@@ -158,6 +151,40 @@ def load_reference(path: Path) -> tuple[Reference | None, str | None]:
     return Reference(rankers, test, text), None
 
 
+def load_probes(path: Path) -> tuple[dict | None, str | None]:
+    """(probes.json, None) or (None, why there are none)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, f"{path} not found: the probes were not computed (dvc repro probe)"
+    raw = read_json(path)
+    if isinstance(raw, dict) and raw.get("available") is False:
+        return None, f"no probes: {raw.get('reason', 'no reason given')}"
+    _require(path, raw, ("backbone", "configurations", "attributes"), "the probes")
+    return raw, None
+
+
+def load_query_counts(path: Path) -> dict[str, int] | None:
+    """query_subsets.json's counts (queries, coarse_solved, fine_evidence, neither); None if absent."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    raw = read_json(path)
+    if isinstance(raw, dict) and raw.get("available") is False:
+        return None
+    _require(path, raw, ("counts",), "the query subsets")
+    return {key: int(value) for key, value in raw["counts"].items()}
+
+
+def load_optional(path: Path | None, keys: tuple[str, ...]) -> Any:
+    """An output of the optional pipeline (optional/dvc.yaml), or None when it was not run."""
+    if path is None or not Path(path).is_file():
+        return None
+    raw = read_json(path)
+    for index, record in enumerate(raw if isinstance(raw, list) else [raw]):
+        _require(Path(path), record, keys, f"record {index}" if isinstance(raw, list) else "the file")
+    return raw
+
+
 def _selected(study: Study, configurations: Any) -> tuple[str, ...]:
     wanted = as_list(configurations)
     if wanted is None:
@@ -170,71 +197,89 @@ def _selected(study: Study, configurations: Any) -> tuple[str, ...]:
     return tuple(name for name in study.configurations if name in wanted)
 
 
+def _found(data: StudyData, path: Path, stage: str) -> bool:
+    """Whether `path` exists; when not, the page's list of inputs not found says which stage writes it."""
+    if not path.is_file():
+        data.missing.append(f"{path} (the {stage} stage has not run)")
+    return path.is_file()
+
+
+def _lacking(data: StudyData, path: Path, what: str, names: list[str], rerun: str = RERUN) -> None:
+    """Lists the records of `path` that the page looks for and the file lacks (a stale or partial file)."""
+    if names:
+        data.missing.append(f"{path}: no {what} of {', '.join(names)} ({rerun})")
+
+
+def _read_findings(data: StudyData, path: Path) -> None:
+    if not _found(data, path, "findings"):
+        return
+    records = check_findings(path, read_json(path))
+    data.family = sum(len(record["subsets"]) for record in records.values())
+    shown = set(data.shown)
+    data.findings = {
+        f.name: records[f.name] for f in data.study.findings if f.name in records and {f.a, f.b} <= shown
+    }
+    _lacking(data, path, "record", [f.name for f in data.study.findings if f.name not in records])
+
+
+def _read_summary(data: StudyData, path: Path) -> None:
+    if not _found(data, path, "findings"):
+        return
+    raw = check_summary(path, read_json(path))
+    table = raw["configurations"]
+    data.summary = {name: table[name] for name in data.shown if name in table}
+    data.subsets = {name: int(n) for name, n in (raw.get("subsets") or {}).items()}
+    data.convergence = raw.get("convergence")
+    data.margin = raw.get("equivalence_margin", data.margin)
+    _lacking(data, path, "summary", [name for name in data.shown if name not in table])
+
+
+def _read_runs(data: StudyData, path: Path) -> None:
+    if not _found(data, path, "evaluate_study"):
+        return
+    records = [r for r in check_runs(path, read_json(path)) if r["configuration"] in data.shown]
+    order = {name: i for i, name in enumerate(data.shown)}
+    data.runs = sorted(records, key=lambda r: (order[r["configuration"]], r["seed"]))
+    found = {(r["configuration"], r["seed"]) for r in data.runs}
+    absent = [f"{n} seed {s}" for n in data.shown for s in data.study.seeds if (n, s) not in found]
+    _lacking(data, path, "run", absent, "dvc repro")
+
+
 def load_study_data(
     params_file: str | Path = paths.PARAMS,
     findings_file: str | Path = paths.FINDINGS,
     summary_file: str | Path = paths.STUDY_SUMMARY,
-    eval_main: str | Path = paths.EVAL,
-    study_eval: str | Path = paths.STUDY_EVAL,
-    live_dir: str | Path = paths.LIVE_ROOT,
-    reference_file: str | Path | None = paths.REFERENCE_POINTS / "metrics.json",
+    runs_file: str | Path = paths.STUDY_EVAL / "runs.json",
+    probes_file: str | Path = paths.PROBES,
+    convergence_file: str | Path = paths.CONVERGENCE,
+    reference_file: str | Path = paths.REFERENCE_POINTS / "metrics.json",
+    subsets_file: str | Path = paths.QUERY_SUBSETS,
+    sweep_file: str | Path | None = None,
+    end_to_end_file: str | Path | None = None,
     configurations: Any = None,
     metric: str | None = None,
 ) -> StudyData:
     """Everything the page shows, for the configurations picked (names, or None for every one)."""
     study = load_study(params_file)
-    main_seed = load_params(params_file).train.seed
     shown = _selected(study, configurations)
     metric = metric or study.metric
     if metric not in METRICS:
         raise ValueError(f"metric: {metric!r} is not one of {', '.join(METRICS)}")
-    data = StudyData(study, main_seed, shown, metric)
-    places, curves = [], []
-    for place in run_places(study, main_seed, Path(eval_main), Path(study_eval), Path(live_dir)):
-        if place.configuration not in shown:
-            continue
-        key = (place.configuration, place.seed)
-        places.append(place)
-        metrics_file = place.eval_dir / "metrics.json"
-        if metrics_file.is_file():
-            data.metrics[key] = read_json(metrics_file)
-            curve_file = place.eval_dir / "fusion_curve.json"
-            data.fusion_curves[key] = read_json(curve_file) if curve_file.is_file() else []
-        else:
-            data.missing.append(f"{metrics_file} (not evaluated)")
-        curve = read_curve(place.live_dir / "plots" / "metrics" / f"{SELECTION_CURVE}.tsv")
-        if curve is None:
-            data.missing.append(f"{place.live_dir} (no validation curve)")
-        else:
-            curves.append(curve.assign(configuration=place.configuration, seed=place.seed))
-    data.runs = tuple(places)
-    columns = ["configuration", "seed", "epoch", "value"]
-    data.curves = pd.concat(curves, ignore_index=True)[columns] if curves else pd.DataFrame(columns=columns)
-    findings_file, summary_file = Path(findings_file), Path(summary_file)
-    if findings_file.is_file():
-        records = _check_findings(findings_file, read_json(findings_file))
-        data.findings = {
-            f.name: records[f.name] for f in study.findings if f.name in records and {f.a, f.b} <= set(shown)
-        }
-        absent = [f.name for f in study.findings if f.name not in records]
-        if absent:
-            data.missing.append(
-                f"{findings_file}: no record of {', '.join(absent)} (rerun dvc repro findings)"
-            )
-    else:
-        data.missing.append(f"{findings_file} (the findings stage has not run)")
-    if summary_file.is_file():
-        summary = _check_summary(summary_file, read_json(summary_file))
-        data.summary = {name: summary[name] for name in shown if name in summary}
-        absent = [name for name in shown if name not in summary]
-        if absent:
-            data.missing.append(
-                f"{summary_file}: no summary of {', '.join(absent)} (rerun dvc repro findings)"
-            )
-    else:
-        data.missing.append(f"{summary_file} (the findings stage has not run)")
-    if reference_file is not None:
-        data.reference, data.reference_missing = load_reference(Path(reference_file))
-        if data.reference_missing:
-            data.missing.append(data.reference_missing)
+    settings = {name: load_params(params_file, configuration=name) for name in shown}
+    data = StudyData(
+        study, load_params(params_file), settings, shown, metric, margin=study.equivalence_margin
+    )
+    _read_findings(data, Path(findings_file))
+    _read_summary(data, Path(summary_file))
+    _read_runs(data, Path(runs_file))
+    data.longer_runs = read_convergence(Path(convergence_file))
+    data.probes, data.probes_missing = load_probes(Path(probes_file))
+    data.reference, data.reference_missing = load_reference(Path(reference_file))
+    data.query_counts = load_query_counts(Path(subsets_file))
+    data.sweep = load_optional(sweep_file, ("configuration", "overrides", "best_val_selection_R1"))
+    data.end_to_end = load_optional(end_to_end_file, ("seeds", "findings", "agreement"))
+    data.files = {"sweep": str(sweep_file), "end_to_end": str(end_to_end_file)}
+    for why in (data.probes_missing, data.reference_missing):
+        if why:
+            data.missing.append(why)
     return data

@@ -1,60 +1,36 @@
 """Tables of the ablation report (notebooks/ablations.py), each built from the study's files as loaded by
-acsa.reports.study_files: the configurations, per configuration mean ± std over seeds, the findings with their
-intervals, reference points beside the models, score kinds, plateaus and every run. Numbers are formatted
-here (one decimal, signed differences) so that the tables and the sentences (acsa.reports.sentences) print
-them alike. No torch import."""
+acsa.reports.study_files: the configurations, per configuration mean ± std over seeds, reference points beside
+the models, score kinds, the text-feature diagnostic, plateaus, validation and fusion curves and every run.
+Numbers are written by acsa.reports.numbers, as the sentences write them. The claims table is in
+acsa.reports.claims, the diagnostics' in acsa.reports.diagnostics and the training checks' in
+acsa.reports.training_checks. No torch import."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
 
 from acsa.config.study import METRICS
+from acsa.reports.numbers import count, describe, mean_std, number, plural, rate, seed_list, signed
 from acsa.reports.study_files import KINDS, METRIC_NAMES, Reference, StudyData
 
+TWIN_KEY = "model.twin_global"  # a global-only model whose second score is a second global branch
 
-def aligned(table: pd.DataFrame, left: tuple[str, ...]) -> Any:
-    """The table for display, its text columns `left` (and their headers) aligned left; numbers stay
-    right-aligned. An empty table is returned as it is."""
-    columns = [c for c in left if c in table.columns]
-    if table.empty or not columns:
+
+def aligned(table: pd.DataFrame, left: tuple[str, ...] = ()) -> Any:
+    """The table for display: its cells and headers escaped as HTML (names and values come from files), its
+    text columns `left` (and their headers) aligned left; numbers stay right-aligned."""
+    if table.empty:
         return table
+    styler = table.style.format(escape="html").format_index(escape="html", axis=0)
+    styler = styler.format_index(escape="html", axis=1)
+    columns = [c for c in left if c in table.columns]
+    if not columns:
+        return styler
     positions = [table.columns.get_loc(c) for c in columns]
     headers = [{"selector": f"th.col_heading.col{i}", "props": "text-align: left"} for i in positions]
-    return table.style.set_properties(subset=columns, **{"text-align": "left"}).set_table_styles(headers)
-
-
-def number(x: float | None) -> str:
-    return "–" if x is None else f"{x:.1f}"
-
-
-def signed(x: float) -> str:
-    """`+1.2`, `-0.4`; `0.0` for what rounds to zero (never `-0.0`)."""
-    text = f"{x:+.1f}"
-    return "0.0" if text in ("+0.0", "-0.0") else text
-
-
-def interval(low: float, high: float) -> str:
-    return f"[{signed(low)}, {signed(high)}]"
-
-
-def seed_list(seeds: list[int]) -> str:
-    return ", ".join(str(s) for s in seeds)
-
-
-def mean_std(entry: dict[str, Any]) -> str:
-    """`40.1 ± 1.2`, or the value alone for one seed (no standard deviation)."""
-    std = entry.get("std")
-    return f"{entry['mean']:.1f}" if std is None else f"{entry['mean']:.1f} ± {std:.1f}"
-
-
-def describe(overrides: dict[str, Any]) -> str:
-    """`model.use_local=false, image.parts=channels`; `defaults` for none."""
-    if not overrides:
-        return "defaults"
-    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in overrides.items())
+    return styler.set_properties(subset=columns, **{"text-align": "left"}).set_table_styles(headers)
 
 
 def final_entry(data: StudyData, name: str, metric: str) -> dict[str, Any] | None:
@@ -65,30 +41,51 @@ def final_entry(data: StudyData, name: str, metric: str) -> dict[str, Any] | Non
     return entry["kinds"].get(entry["final_kind"], {}).get(metric)
 
 
-# ---- 1. what was compared ----------------------------------------------------------------------------------
+def trainable_parameters(data: StudyData, name: str) -> int | None:
+    """What configuration `name` trains: the summary's count, else its first run's; None if neither has it."""
+    recorded = (data.summary or {}).get(name, {}).get("trainable_parameters")
+    if recorded is None:
+        recorded = next(
+            (r.get("trainable_parameters") for r in data.runs if r["configuration"] == name), None
+        )
+    return None if recorded is None else int(recorded)
+
+
+def second_score(data: StudyData, name: str) -> str:
+    """What configuration `name`'s second score (the `local` kind) is: local alignment, a second global
+    branch (the fusion control) or none."""
+    model = data.settings[name].model
+    if model.use_local:
+        return "local alignment"
+    return "second global branch" if getattr(model, "twin_global", False) else "–"
+
+
+# ---- configurations and results ----------------------------------------------------------------------------
 
 
 def configurations_table(data: StudyData) -> pd.DataFrame:
-    study = data.study
+    """Per configuration: its overrides, the learning rate and budget it trains with (params.yaml after its
+    overrides), its second score, trainable parameters, seeds and the findings that name it."""
     used: dict[str, list[str]] = {}
-    for finding in study.findings:
-        for side in (finding.a, finding.b):
+    for finding in data.study.findings:
+        for side in dict.fromkeys((finding.a, finding.b)):
             used.setdefault(side, []).append(finding.name)
     rows = []
     for name in data.shown:
-        role = "main model" if name == study.main else ""
+        train = data.settings[name].train
         rows.append(
             {
-                "configuration": name + (" (main)" if role else ""),
+                "configuration": name + (" (main)" if name == data.study.main else ""),
                 "overrides": describe(data.overrides(name)),
-                "seeds": seed_list(data.seeds(name)),
+                "learning rate": rate(train.lr),
+                "epochs": train.epochs,
+                "second score": second_score(data, name),
+                "trainable parameters": count(trainable_parameters(data, name)),
+                "seeds": seed_list(data.seeds(name)) or "–",
                 "findings": ", ".join(used.get(name, [])) or "–",
             }
         )
     return pd.DataFrame(rows).set_index("configuration")
-
-
-# ---- 2. results --------------------------------------------------------------------------------------------
 
 
 def results_table(data: StudyData) -> pd.DataFrame:
@@ -111,44 +108,32 @@ def run_values(data: StudyData, kinds: tuple[str, ...] | None = None) -> pd.Data
                 continue
             for metric in METRICS:
                 for seed, value in zip(entry["seeds"], table[metric]["runs"], strict=True):
+                    final = kind == entry["final_kind"]
                     rows.append(
-                        {
-                            "configuration": name,
-                            "seed": seed,
-                            "kind": kind,
-                            "final": kind == entry["final_kind"],
-                            "metric": metric,
-                            "value": float(value),
-                        }
-                    )
-    columns = ["configuration", "seed", "kind", "final", "metric", "value"]
-    return pd.DataFrame(rows, columns=columns)
+                        {"configuration": name, "seed": seed, "kind": kind, "final": final, "metric": metric,
+                         "value": float(value)}
+                    )  # fmt: skip
+    return pd.DataFrame(rows, columns=["configuration", "seed", "kind", "final", "metric", "value"])
 
 
-# ---- 3. findings -------------------------------------------------------------------------------------------
-
-
-def findings_table(data: StudyData) -> pd.DataFrame:
+def score_kinds_table(data: StudyData, metric: str) -> pd.DataFrame:
+    """Per configuration: mean ± std of the global, local and fused scores on `metric`; the final kind and
+    what the second score is."""
     rows = []
-    for name, r in (data.findings or {}).items():
-        level = f"{100 * r.get('confidence', 0.95):g}%"
-        rows.append(
-            {
-                "finding": name,
-                "a vs b": f"{r['a']} vs {r['b']}",
-                "metric": METRIC_NAMES.get(r["metric"], r["metric"]),
-                "mean a": number(r["mean_a"]),
-                "mean b": number(r["mean_b"]),
-                "a − b": signed(r["difference"]),
-                f"{level} interval": interval(r["ci_low"], r["ci_high"]),
-                "seeds a / b": f"{seed_list(r['seeds_a'])} / {seed_list(r['seeds_b'])}",
-                "verdict": r["verdict"],
-            }
-        )
-    return pd.DataFrame(rows).set_index("finding") if rows else pd.DataFrame()
+    for name, entry in (data.summary or {}).items():
+        row = {
+            "configuration": name,
+            "final score": entry["final_kind"],
+            "second score": second_score(data, name),
+        }
+        for kind in KINDS:
+            table = entry["kinds"].get(kind)
+            row[kind] = mean_std(table[metric]) if table else "–"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("configuration") if rows else pd.DataFrame()
 
 
-# ---- 4. reference points -----------------------------------------------------------------------------------
+# ---- reference points --------------------------------------------------------------------------------------
 
 
 def ladder(data: StudyData, reference: Reference, metric: str) -> pd.DataFrame:
@@ -180,35 +165,20 @@ def reference_table(data: StudyData, reference: Reference) -> pd.DataFrame:
                 "_sort": reference.test[name].get(data.metric, float("nan")),
             }
         )
-    for name in data.summary or {}:
+    for name, summary in (data.summary or {}).items():
         entries = {m: final_entry(data, name, m) for m in METRICS}
         rows.append(
             {
                 "": name,
                 "kind": "model",
-                "what it uses": f"trained; {(data.summary or {})[name]['final_kind']} score, mean of "
-                f"{len((data.summary or {})[name]['seeds'])} seed(s)",
+                "what it uses": f"trained; {summary['final_kind']} score, mean of {len(summary['seeds'])} "
+                "seed(s)",
                 **{METRIC_NAMES[m]: number(e["mean"]) if e else "–" for m, e in entries.items()},
                 "_sort": entries[data.metric]["mean"] if entries[data.metric] else float("nan"),
             }
         )
     table = pd.DataFrame(rows).sort_values("_sort", ascending=False, kind="stable")
     return table.drop(columns="_sort").set_index("")
-
-
-# ---- 5. the global branch ----------------------------------------------------------------------------------
-
-
-def score_kinds_table(data: StudyData, metric: str) -> pd.DataFrame:
-    """Per configuration: mean ± std of the global, local and fused scores on `metric`; the final kind."""
-    rows = []
-    for name, entry in (data.summary or {}).items():
-        row = {"configuration": name, "final score": entry["final_kind"]}
-        for kind in KINDS:
-            table = entry["kinds"].get(kind)
-            row[kind] = mean_std(table[metric]) if table else "–"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("configuration") if rows else pd.DataFrame()
 
 
 TEXT_REPRESENTATIONS = {
@@ -238,7 +208,24 @@ def text_features_table(text: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("caption as") if rows else pd.DataFrame()
 
 
-# ---- 6.-8. convergence, fusion weight, every run -----------------------------------------------------------
+# ---- curves and every run ----------------------------------------------------------------------------------
+
+
+def validation_curves(data: StudyData) -> pd.DataFrame:
+    """Every run's validation R@1 of its final score per epoch (1-based), the kept epoch marked, and the
+    longer-budget runs of the convergence check: configuration, seed, budget (study | longer), epoch, value,
+    chosen."""
+    rows = []
+    sources = [("study", run) for run in data.runs]
+    sources += [("longer", run) for run in data.longer_runs or [] if run.get("configuration") in data.shown]
+    for budget, run in sources:
+        kept = run.get("best_epoch") if budget == "study" else None
+        for epoch, value in enumerate(run["validation_curve"], start=1):
+            rows.append(
+                {"configuration": run["configuration"], "seed": run["seed"], "budget": budget, "epoch": epoch,
+                 "value": float(value), "chosen": kept is not None and epoch == kept + 1}
+            )  # fmt: skip
+    return pd.DataFrame(rows, columns=["configuration", "seed", "budget", "epoch", "value", "chosen"])
 
 
 def plateau_table(data: StudyData) -> pd.DataFrame:
@@ -254,53 +241,42 @@ def plateau_table(data: StudyData) -> pd.DataFrame:
                 if gain is None
                 else signed(gain) + ("" if run.get("flattened") else " rising")
             )
-            row[f"seed {run['seed']}"] = f"{text} ({epochs} epoch{'s' * (epochs != 1)})"
+            row[f"seed {run['seed']}"] = f"{text} ({plural(epochs, 'epoch')})"
         rows.append(row)
     return pd.DataFrame(rows).set_index("configuration").fillna("") if rows else pd.DataFrame()
 
 
-def has_local(metrics: dict[str, Any]) -> bool:
-    return "fused" in metrics.get("test", {})
+def has_second_score(run: dict[str, Any]) -> bool:
+    return "fused" in run["test"]
 
 
 def fusion_curve_table(data: StudyData) -> pd.DataFrame:
     """Long table: configuration, seed, weight, metric values, chosen (the weight validation picked)."""
     rows = []
-    for (name, seed), curve in data.fusion_curves.items():
-        metrics = data.metrics.get((name, seed), {})
-        if not has_local(metrics):
+    for run in data.runs:
+        if not has_second_score(run):
             continue  # global only: every weight ranks alike
-        for point in curve:
-            chosen = abs(float(point["weight"]) - float(metrics.get("fusion_weight", float("nan")))) < 1e-9
-            rows.append({"configuration": name, "seed": seed, **point, "chosen": chosen})
+        for point in run.get("fusion_curve") or []:
+            chosen = abs(float(point["weight"]) - float(run["fusion_weight"])) < 1e-9
+            rows.append(
+                {"configuration": run["configuration"], "seed": run["seed"], **point, "chosen": chosen}
+            )
     return pd.DataFrame(rows, columns=["configuration", "seed", "weight", *METRICS, "chosen"])
 
 
-def kept_epochs(data: StudyData) -> pd.DataFrame:
-    """The epoch each run keeps (chosen on validation; 1-based): configuration, seed, epoch."""
-    rows = [
-        {"configuration": name, "seed": seed, "epoch": int(m["best_epoch"]) + 1}
-        for (name, seed), m in data.metrics.items()
-        if m.get("best_epoch") is not None and int(m["best_epoch"]) >= 0
-    ]
-    return pd.DataFrame(rows, columns=["configuration", "seed", "epoch"])
-
-
 def runs_table(data: StudyData) -> pd.DataFrame:
-    """One row per run: each metric as `global / local / fused` (the global score alone for a model without
-    the local branch), the fusion weight and the epoch kept (both chosen on validation)."""
+    """One row per run: each metric as `global / local / fused` (the global score alone for a model without a
+    second score), the fusion weight and the epoch kept (both chosen on validation), the thread count."""
     rows = []
-    for place in data.runs:
-        metrics = data.metrics.get((place.configuration, place.seed))
-        if metrics is None:
-            continue
-        kinds = [kind for kind in KINDS if kind in metrics["test"]]
-        epoch = metrics.get("best_epoch")
-        row: dict[str, Any] = {"configuration": place.configuration, "seed": place.seed}
+    for run in data.runs:
+        kinds = [kind for kind in KINDS if kind in run["test"]]
+        epoch = run.get("best_epoch")
+        row: dict[str, Any] = {"configuration": run["configuration"], "seed": run["seed"]}
         row["scores"] = " / ".join(kinds)
         for m in METRICS:
-            row[METRIC_NAMES[m]] = " / ".join(number(metrics["test"][kind][m]) for kind in kinds)
-        row["fusion weight"] = f"{metrics['fusion_weight']:g}" if has_local(metrics) else "–"
+            row[METRIC_NAMES[m]] = " / ".join(number(run["test"][kind][m]) for kind in kinds)
+        row["fusion weight"] = f"{run['fusion_weight']:g}" if has_second_score(run) else "–"
         row["epoch kept"] = "–" if epoch is None or epoch < 0 else int(epoch) + 1
+        row["threads"] = run.get("threads", "–")
         rows.append(row)
     return pd.DataFrame(rows).set_index(["configuration", "seed"]) if rows else pd.DataFrame()
