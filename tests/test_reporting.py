@@ -105,7 +105,7 @@ def test_missing_inputs_are_listed_and_every_section_says_so(study, tmp_path):
     assert diagnostics.fine_evidence(data).startswith("No configuration has a result on the fine-evidence")
     assert training_checks.convergence(data).startswith("The convergence check was not run")
     assert training_checks.plateau(data).startswith("No plateau check")
-    assert training_checks.sweep(data).startswith("The learning-rate sweep was not run here")
+    assert training_checks.sweep(data).startswith("The learning-rate sweep was not run here: `dvc repro")
     assert "`dvc repro optional/dvc.yaml` trains `full`, `region_phrase`, `global_only` end to end" in (
         training_checks.end_to_end(data)
     )
@@ -527,7 +527,10 @@ def test_optional_pipeline_absent_says_how_to_run_it(tmp_path):
     assert data.sweep is None and data.end_to_end is None and data.missing == []
     assert "`dvc repro optional/dvc.yaml:sweep` trains every configuration" in training_checks.sweep(data)
     assert training_checks.sweep_table(data).empty and training_checks.agreement_table(data).empty
-    assert "The end-to-end confirmation was not run here" in training_checks.end_to_end(data)
+    assert shown(training_checks.end_to_end(data)).startswith(
+        f"The end-to-end confirmation was not run here ({tmp_path / 'reports/end_to_end/findings.json'} not "
+        "found)."
+    )
 
 
 # ---- 10. reference rankers, fusion weights, every run ------------------------------------------------------

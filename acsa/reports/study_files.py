@@ -278,7 +278,8 @@ def load_study_data(
     data.query_counts = load_query_counts(Path(subsets_file))
     data.sweep = load_optional(sweep_file, ("configuration", "overrides", "best_val_selection_R1"))
     data.end_to_end = load_optional(end_to_end_file, ("seeds", "findings", "agreement"))
-    data.files = {"sweep": str(sweep_file), "end_to_end": str(end_to_end_file)}
+    optional = {"sweep": sweep_file, "end_to_end": end_to_end_file}
+    data.files = {key: str(path) for key, path in optional.items() if path is not None}
     for why in (data.probes_missing, data.reference_missing):
         if why:
             data.missing.append(why)

@@ -21,6 +21,12 @@ from acsa.reports.study_files import StudyData
 OPTIONAL = "dvc repro optional/dvc.yaml"
 
 
+def _not_found(data: StudyData, key: str) -> str:
+    """` (PATH not found)` for an optional input the notebook was pointed at; nothing when none was given."""
+    path = data.files.get(key)
+    return f" ({markdown_text(path)} not found)" if path else ""
+
+
 # ---- 7. convergence ----------------------------------------------------------------------------------------
 
 
@@ -191,7 +197,7 @@ def sweep(data: StudyData) -> str:
     grid = grid_results(data)
     if data.sweep is None or not grid:
         return (
-            f"The learning-rate sweep was not run here ({markdown_text(data.files.get('sweep'))} not found): "
+            f"The learning-rate sweep was not run here{_not_found(data, 'sweep')}: "
             f"`{OPTIONAL}:sweep` trains every configuration at each learning rate of "
             "`study.sweep.learning_rates` on validation; the learning rates of section 3 are then "
             "params.yaml's as written."
@@ -278,8 +284,8 @@ def end_to_end(data: StudyData) -> str:
             return "No end-to-end confirmation is declared (`study.end_to_end` is empty)."
         names = ", ".join(f"`{n}`" for n in plan.configurations)
         return (
-            "The end-to-end confirmation was not run here "
-            f"({markdown_text(data.files.get('end_to_end'))} not found). `{OPTIONAL}` trains {names} end to "
+            f"The end-to-end confirmation was not run here{_not_found(data, 'end_to_end')}. `{OPTIONAL}` "
+            f"trains {names} end to "
             f"end ({markdown_text(describe(plan.overrides))}) at seeds {seed_list(plan.seeds)} and compares "
             "what the two protocols find."
         )
