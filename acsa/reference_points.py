@@ -14,6 +14,10 @@ Outputs: OUT (default reports/reference_points), written atomically:
        "captions", "by_key"}}}}
     On a public benchmark, which has no attribute records: {"available": false, "dataset", "reason"}. On the
     synthetic benchmark a missing attributes.json is an error.
+  OUT/query_subsets.json  which test queries need fine evidence (the findings are also read on them): per
+    query, the probability that `coarse` and `attribute_oracle` rank a match first; `coarse_solved` (coarse
+    does, at least half of the time) and `fine_evidence` (coarse does not, the oracle does); counts.
+    {"available": false, ...} on a public benchmark.
 
 Rankers (acsa/analysis/reference_points.py): random, and attribute oracles that score an image by the
 caption's stated attributes its identity agrees with minus those it contradicts, over every attribute
@@ -33,7 +37,7 @@ import torch
 
 from acsa import paths
 from acsa.analysis.attributes import caption_records, stated_values
-from acsa.analysis.reference_points import RANKERS, reference_points
+from acsa.analysis.reference_points import RANKERS, query_subsets, reference_points
 from acsa.analysis.text_binding import text_feature_diagnostic
 from acsa.cli import add_path, run_stage, stage_parser
 from acsa.data.prepared import Prepared, load_prepared
@@ -81,16 +85,19 @@ def _log_results(results: dict[str, Any]) -> None:
             )
 
 
-def compute_reference_points(prepared_dir: Path, features: Path, draws: int, seed: int) -> dict[str, Any]:
-    """The content of metrics.json (see the module doc)."""
+def compute_reference_points(
+    prepared_dir: Path, features: Path, draws: int, seed: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The contents of metrics.json and query_subsets.json (see the module doc)."""
     prepared = load_prepared(prepared_dir)
     dataset = prepared.dataset("test")
     if dataset != "synthetic":
-        return {
+        missing = {
             "available": False,
             "dataset": dataset,
             "reason": "reference points need the synthetic benchmark's attribute records (attributes.json)",
         }
+        return missing, missing
     attributes_file = prepared.attributes_file("test")
     if not attributes_file.is_file():
         raise DataError(
@@ -114,7 +121,8 @@ def compute_reference_points(prepared_dir: Path, features: Path, draws: int, see
             results[split], spread[split] = points["metrics"], points["draw_std"]
     results["draw_std"] = spread
     results["text_features"] = _text_features(prepared, features, attributes)
-    return results
+    subsets = {"available": True, "split": "test", **query_subsets(prepared.split("test"), attributes)}
+    return results, subsets
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,9 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.draws < 1:
         parser.error(f"--draws must be >= 1, got {args.draws}")
-    results = compute_reference_points(args.prepared, args.features, args.draws, args.seed)
+    results, subsets = compute_reference_points(args.prepared, args.features, args.draws, args.seed)
     with atomic_output_dir(args.out) as work:
         write_json(work / "metrics.json", results)
+        write_json(work / paths.QUERY_SUBSETS.name, subsets, indent=None)
     _log_results(results)
     log.info("reference points -> %s", args.out / "metrics.json")
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import platform
+import re
 import resource
 import subprocess
 import sys
@@ -64,10 +65,45 @@ def cpu_model() -> str:
     return "unknown"
 
 
+VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
+# ATen's vector kernels and oneDNN's both stop at AVX2 with these (the `--isa avx2` of the benchmarks)
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+_ISA_PROBE = (
+    "import torch; torch.set_num_threads(1); "
+    "x = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last); "
+    "c = torch.nn.Conv2d(8, 8, 3).to(memory_format=torch.channels_last); c(x); "
+    "print('aten', torch.backends.cpu.get_cpu_capability())"
+)
+
+
+def cpu_flags() -> list[str]:
+    """The vector instruction sets of this CPU among VECTOR_FLAGS (/proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    lines = [line for line in text.splitlines() if line.startswith("flags")]
+    flags = lines[0].split(":", 1)[1].split() if lines else []
+    return [flag for flag in VECTOR_FLAGS if flag in flags]
+
+
+def kernels_in_use(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Which vector kernels a process with `env` runs: ATen's CPU capability, and the instruction sets
+    oneDNN's verbose log names for a convolution (e.g. brg_conv_fwd:avx2 vs :avx512_core)."""
+    run_env = {**os.environ, **(env or {}), "ONEDNN_VERBOSE": "1", "DNNL_VERBOSE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", _ISA_PROBE], capture_output=True, text=True, env=run_env, check=False
+    ).stdout
+    aten = next((line.split()[1] for line in out.splitlines() if line.startswith("aten ")), "unknown")
+    onednn = sorted(set(re.findall(r":(avx512[a-z0-9_]*|avx2[a-z0-9_]*|avx[a-z0-9_]*|sse41)", out)))
+    return {"aten_capability": aten, "onednn_isa": onednn}
+
+
 def machine_info() -> dict[str, Any]:
     """What the figures depend on: CPU, cores, threads, torch, GPU if any, load average now."""
     info = {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -75,7 +111,7 @@ def machine_info() -> dict[str, Any]:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "env": {
             k: os.environ[k]
-            for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+            for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", *AVX2_ENV)
             if k in os.environ
         },
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),

@@ -39,8 +39,8 @@ probes_file = str(paths.PROBES)  # probe stage: linear attribute probes
 convergence_file = str(paths.CONVERGENCE)  # convergence stage: the longer-budget runs
 reference_file = str(paths.REFERENCE_POINTS / "metrics.json")  # reference_points stage
 subsets_file = str(paths.QUERY_SUBSETS)  # reference_points stage: which test queries need fine evidence
-sweep_file = str(paths.FINDINGS.parent / "sweep.json")  # optional pipeline: the learning-rate sweep
-end_to_end_file = str(paths.FINDINGS.parent / "end_to_end" / "findings.json")  # optional: end to end
+sweep_file = str(paths.SWEEP_RECORD)  # optional pipeline: the learning-rate sweep
+end_to_end_file = str(paths.END_TO_END / "findings.json")  # optional: end to end
 configurations = None  # names to show, e.g. [full, global_only]; None: every configuration of the study
 metric = None  # the metric of the figures and placements; None: study.metric (the findings use study.metric)
 

@@ -38,6 +38,8 @@ SMOKE_OVERRIDES = [
     "synthetic.test_ids=4",
     "synthetic.images_per_id=2",
     "text.batch_size=64",
+    "image.height=64",  # the default protocol (frozen ImageNet MobileNetV2, cached outputs) at a small size
+    "image.width=32",
     "train.epochs=2",
     "train.batch_size=8",
     "train.images_per_id=2",
@@ -47,18 +49,57 @@ SMOKE_OVERRIDES = [
 ]
 
 
+def scratch_image(**overrides):
+    """An ImageConfig of the end-to-end protocol: the narrow resnet10t from random weights at 128x64 (the
+    built-in defaults are the default pipeline's frozen, pretrained MobileNetV2)."""
+    from acsa.config.sections import ImageConfig
+
+    settings = {
+        "backbone": "resnet10t",
+        "backbone_kwargs": {"channels": [32, 64, 128, 256], "stem_width": 16},
+        "init": "scratch",
+        "pretrained_path": None,
+        "frozen": False,
+        "height": 128,
+        "width": 64,
+    }
+    return ImageConfig(**{**settings, **overrides})
+
+
+# The end-to-end protocol (the backbone trained too: the paper presets, study.end_to_end) at a small size.
+END_TO_END = [
+    "image.backbone=resnet10t",
+    "image.backbone_kwargs={channels: [16, 32, 64, 96], stem_width: 8}",
+    "image.init=scratch",
+    "image.pretrained_path=null",
+    "image.frozen=false",
+    "image.height=64",
+    "image.width=32",
+]
+
+
+def smoke_data(root: Path) -> list[str]:
+    """The data options of a stage run on the smoke run's outputs in `root`."""
+    return [
+        "--prepared", str(root / "prepared"),
+        "--features", str(root / "features"),
+        "--image-features", str(root / "image_features"),
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """Run prepare -> embed_text -> train -> evaluate at smoke size; returns the folder of outputs."""
-    from acsa import embed_text, evaluate, prepare, train
+    """Run prepare -> embed_text -> embed_images -> train -> evaluate at smoke size; returns the folder of
+    outputs (prepared/, features/, image_features/, model/, eval/, ...)."""
+    from acsa import embed_images, embed_text, evaluate, prepare, train
 
     root = tmp_path_factory.mktemp("smoke")
     params = str(REPO / "params.yaml")
     common = ["--params", params] + [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     prepare.main([*common, "--out", str(root / "prepared"), "--contact-sheet", str(root / "contact.png")])
     embed_text.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "features")])
-    features = root / "features"
-    data = ["--prepared", str(root / "prepared"), "--features", str(features)]
+    embed_images.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "image_features")])
+    data = smoke_data(root)
     train.main([*common, *data, "--out", str(root / "model"), "--checkpoints", str(root / "checkpoints"),
                 "--live", str(root / "live")])
     evaluate.main([*common, *data, "--model", str(root / "model"), "--out", str(root / "eval")])

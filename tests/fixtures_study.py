@@ -194,10 +194,20 @@ def summary() -> dict[str, Any]:
             }
             for kind, per_seed in kinds.items()
         }
+        final = table[final_kind(name)]["R1"]["mean"]
+        shift = FINE.get(name, final) - final  # the fine-evidence queries: the findings' means
+        fine = {
+            kind: {
+                m: {**v, "mean": v["mean"] + shift, "runs": [r + shift for r in v["runs"]]}
+                for m, v in t.items()
+            }
+            for kind, t in table.items()
+        }
         configurations[name] = {
             "seeds": list(SEEDS),
             "final_kind": final_kind(name),
             "kinds": table,
+            "subsets": {"fine_evidence": fine},
             "trainable_parameters": PARAMETERS[name],
             "plateau": plateau(name),
         }

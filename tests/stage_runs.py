@@ -11,10 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import END_TO_END, REPO
 
 # The smallest training run on the tiny CUHK-PEDES copy of tests/fixtures_benchmarks.py.
 TINY = [
+    *END_TO_END,
     "text.batch_size=64",
     "train.epochs=1",
     "train.batch_size=4",

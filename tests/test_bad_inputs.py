@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, SMOKE_OVERRIDES, with_every_section
+from conftest import REPO, SMOKE_OVERRIDES, smoke_data, with_every_section
 from fixtures_benchmarks import write_cuhk_pedes, write_image
 from PIL import Image
 from stage_runs import cli_error, last_stderr_line, run_module, stage_args, train_argv
@@ -140,7 +140,8 @@ def test_evaluating_a_model_of_another_configuration_names_the_keys(
     argv = [
         "--params", str(REPO / "params.yaml"), *[arg for o in overrides for arg in ("--set", o)],
         "--model", str(smoke_run / "model"), "--prepared", str(smoke_run / "prepared"),
-        "--features", str(smoke_run / "features"), "--out", str(out),
+        "--features", str(smoke_run / "features"), "--image-features", str(smoke_run / "image_features"),
+        "--out", str(out),
     ]  # fmt: skip
     error = cli_error(evaluate.main, argv, capsys)
     assert "was trained with a different configuration (image.window_grid, model.embed_dim)" in error
@@ -178,6 +179,7 @@ def test_pickled_features_and_model_are_refused_at_the_command_line(
     write_pickle(features / "test.safetensors", marker)
     sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     common = ["--params", str(REPO / "params.yaml"), *sets, "--prepared", str(smoke_run / "prepared")]
+    common += ["--image-features", str(smoke_run / "image_features")]
     out = ["--out", str(tmp_path / "out")]
     error = cli_error(train.main, [*common, "--features", str(features), *out], capsys)
     assert error.startswith(f"error: {features / 'train.safetensors'}: not a readable safetensors file")
@@ -322,7 +324,7 @@ def test_a_truncated_records_file_is_one_line(smoke_run, tmp_path, capsys, damag
         records.write_text(text[:-100] if damage == "truncated" else "[" * 100_000 + "]" * 100_000)
     splits = prepared / "test" / "records.json"
     sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
-    features = ["--features", str(smoke_run / "features")]
+    features = smoke_data(smoke_run)[2:]  # --features and --image-features
     argv = ["--params", str(REPO / "params.yaml"), *sets, "--prepared", str(prepared), *features]
     error = cli_error(
         evaluate.main, [*argv, "--model", str(smoke_run / "model"), "--out", str(tmp_path / "e")], capsys
@@ -432,7 +434,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing_partial(tiny_prepared, smoke
     tiny = stage_args(tiny_prepared / "bench")
     prepared = ["--prepared", str(tiny_prepared / "prepared")]
     smoke = ["--params", str(REPO / "params.yaml"), *[arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]]
-    features = ["--features", str(smoke_run / "features")]
+    features = smoke_data(smoke_run)[2:]  # --features and --image-features
     args = {
         "prepare": [*tiny, "--out", str(out)],
         "embed_text": [*tiny, *prepared, "--out", str(out)],

@@ -59,8 +59,9 @@ def test_study_section_and_the_seeds_of_a_configuration(tmp_path):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("  seeds: []\n", "study.seeds: expected a non-empty list"),
-        ("  seeds: [1, 1]\n", "study.seeds: expected a non-empty list of distinct"),
+        ("  seeds: []\n", "study.seeds: expected a list of at least 2 distinct"),
+        ("  seeds: [1, 1]\n", "study.seeds: expected a list of at least 2 distinct"),
+        ("  seeds: [0]\n", "study.seeds: expected a list of at least 2 distinct"),  # no interval from one
         ("  findings:\n    f: {a: slow, b: fast}\n", "study.findings.f.b: 'fast' is not a configuration"),
         ("  findings:\n    'a b': {a: slow, b: full}\n", "'a b' is not a name of letters"),
         ("  metric: accuracy\n", "study.metric: 'accuracy' is not one of"),
@@ -109,7 +110,12 @@ def test_float_written_without_dot_is_accepted(tmp_path):
             "model.attention: 'both' has no effect with model.use_local: false",
         ),
         ("image:\n  init: imagenet\n", "image.init: 'imagenet' is not one of scratch, pretrained"),
-        ("image:\n  pretrained_path: w.pth\n", "image.pretrained_path: is set, but image.init is scratch"),
+        (
+            "image:\n  init: scratch\n  frozen: false\n  pretrained_path: w.pth\n",
+            "image.pretrained_path: is set, but image.init is scratch",
+        ),
+        ("image:\n  init: scratch\n  pretrained_path: null\n", "image.frozen: a frozen backbone keeps its"),
+        ("model:\n  twin_global: true\n", "model.twin_global: the twin's score and the local score"),
         ("train:\n  sampler: shuffle\n", "train.sampler: 'shuffle' is not one of identity, random"),
         ("data:\n  val_ids_from_train: -1\n", "data.val_ids_from_train: must be >= 0, got -1"),
         ("data:\n  val_ids_from_train: 1.5\n", "data.val_ids_from_train: expected int"),

@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import REPO, SMOKE_OVERRIDES
+from conftest import REPO, SMOKE_OVERRIDES, smoke_data
 from safetensors.torch import load_file
 
-from acsa import embed_text, evaluate, prepare, train
+from acsa import embed_images, embed_text, evaluate, prepare, train
 from acsa.storage.checkpoint import load_checkpoint
 
 TIMING = ("pairs_per_second", "seconds")
@@ -33,7 +33,8 @@ def run_smoke_pipeline(root: Path) -> None:
     common = ["--params", str(REPO / "params.yaml")] + [a for o in SMOKE_OVERRIDES for a in ("--set", o)]
     prepare.main([*common, "--out", str(root / "prepared"), "--contact-sheet", str(root / "contact.png")])
     embed_text.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "features")])
-    data = ["--prepared", str(root / "prepared"), "--features", str(root / "features")]
+    embed_images.main([*common, "--prepared", str(root / "prepared"), "--out", str(root / "image_features")])
+    data = smoke_data(root)
     train.main([*common, *data, "--out", str(root / "model"), "--checkpoints", str(root / "checkpoints"),
                 "--live", str(root / "live")])  # fmt: skip
     evaluate.main([*common, *data, "--model", str(root / "model"), "--out", str(root / "eval")])

@@ -14,7 +14,13 @@ import yaml
 from conftest import REPO
 from import_graph import closure, imported_modules, is_trivial_init, module_file, package_imports
 
-STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+# the default pipeline and the optional one (its stages run in the repository root: wdir ..)
+PIPELINES = {"": REPO / "dvc.yaml", "optional/dvc.yaml:": REPO / "optional" / "dvc.yaml"}
+STAGES = {
+    f"{prefix}{name}": stage
+    for prefix, path in PIPELINES.items()
+    for name, stage in yaml.safe_load(path.read_text())["stages"].items()
+}
 
 
 def stage_definitions() -> dict[str, dict]:
@@ -85,9 +91,16 @@ def test_every_stage_is_checked():
         "evaluate",
         "train_study",
         "evaluate_study",
+        "embed_images",
+        "convergence",
+        "probe",
         "findings",
         "explain",
         "reference_points",
+        "optional/dvc.yaml:sweep",
+        "optional/dvc.yaml:train_end_to_end",
+        "optional/dvc.yaml:evaluate_end_to_end",
+        "optional/dvc.yaml:findings_end_to_end",
     } <= set(stage_definitions())
     assert any("notebooks/" in stage["cmd"] for stage in stage_definitions().values())
 

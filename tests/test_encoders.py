@@ -7,6 +7,7 @@ import re
 import pytest
 import timm
 import torch
+from conftest import scratch_image
 from transformers import BertConfig, BertModel
 
 from acsa.config.sections import ImageConfig, TextConfig
@@ -29,7 +30,7 @@ def encode(cfg: ImageConfig, batch: int = 2, **kwargs):
 
 @pytest.mark.parametrize("parts", ["stripes", "channels"])
 def test_default_convnet_gives_global_and_seven_tokens(parts):
-    encoder, feats = encode(ImageConfig(parts=parts))
+    encoder, feats = encode(scratch_image(parts=parts))
     assert feats.global_feat.shape == (2, DIM)
     assert feats.tokens.shape == (2, 7, DIM)
     assert encoder.token_names == ["mean", "head", "upper", "lower", "feet", "window_r0c0", "window_r1c0"]
@@ -38,10 +39,10 @@ def test_default_convnet_gives_global_and_seven_tokens(parts):
 
 
 def test_channel_regions_are_overlapping_chunk_runs():
-    encoder, _ = encode(ImageConfig(parts="channels"))
+    encoder, _ = encode(scratch_image(parts="channels"))
     assert encoder.backbone.feature_info.channels()[-1] == 256  # 6 chunks of 42.67 channels
     assert encoder.region_slices == [(0, 85), (43, 128), (128, 213), (213, 256)]
-    narrow = ImageConfig(parts="channels", backbone_kwargs={"channels": [16, 32, 64, 96], "stem_width": 8})
+    narrow = scratch_image(parts="channels", backbone_kwargs={"channels": [16, 32, 64, 96], "stem_width": 8})
     divisible, _ = encode(narrow)
     assert divisible.region_slices == [(0, 32), (16, 48), (48, 80), (80, 96)]  # chunks of 16 (Swin-T: 128)
 
@@ -55,13 +56,13 @@ def test_channel_regions_are_overlapping_chunk_runs():
     ],
 )
 def test_token_set_follows_switches(use_regions, use_windows, grid, names):
-    encoder, feats = encode(ImageConfig(window_grid=grid), use_regions=use_regions, use_windows=use_windows)
+    encoder, feats = encode(scratch_image(window_grid=grid), use_regions=use_regions, use_windows=use_windows)
     assert encoder.token_names == names
     assert feats.tokens.shape == (2, len(names), DIM)
 
 
 def test_any_input_size():
-    _, feats = encode(ImageConfig(height=96, width=40))
+    _, feats = encode(scratch_image(height=96, width=40))
     assert feats.tokens.shape == (2, 7, DIM)
 
 
@@ -76,7 +77,7 @@ def test_band_weights_cover_bands_at_any_height():
 
 
 def test_swin_features_are_converted_to_nchw():
-    encoder, feats = encode(ImageConfig(**SMALL_SWIN))
+    encoder, feats = encode(scratch_image(**SMALL_SWIN))
     assert encoder.nhwc_maps and encoder.memory_format == torch.contiguous_format
     assert feats.tokens.shape == (2, 7, DIM)
     maps = encoder.feature_maps(torch.randn(1, 3, 128, 64))
@@ -85,7 +86,7 @@ def test_swin_features_are_converted_to_nchw():
 
 def test_paper_swin_tiny_runs_at_384x128():
     """Swin-T (ImageNet layout, window 7) at 384x128: timm pads maps that windows do not divide."""
-    cfg = ImageConfig(backbone="swin_tiny_patch4_window7_224", backbone_kwargs={}, height=384, width=128)
+    cfg = scratch_image(backbone="swin_tiny_patch4_window7_224", backbone_kwargs={}, height=384, width=128)
     encoder = ImageEncoder(cfg, embed_dim=DIM, dropout=0.5).eval()
     with torch.no_grad():
         maps = encoder.feature_maps(torch.randn(1, 3, 384, 128))
@@ -138,7 +139,7 @@ def test_missing_weights_file_is_an_error(tmp_path):
 
 def test_bad_window_stage_is_an_error():
     with pytest.raises(ValueError, match="window_stage"):
-        ImageEncoder(ImageConfig(window_stage=9), embed_dim=DIM, dropout=0.5)
+        ImageEncoder(scratch_image(window_stage=9), embed_dim=DIM, dropout=0.5)
 
 
 # text

@@ -42,6 +42,7 @@ def test_features_of_other_tokens_are_refused(
     features = foreign_features(smoke_run, tmp_path)
     common = ["--params", str(REPO / "params.yaml")] + [a for o in SMOKE_OVERRIDES for a in ("--set", o)]
     data = ["--prepared", str(smoke_run / "prepared"), "--features", str(features)]
+    data += ["--image-features", str(smoke_run / "image_features")]
     out = ["--out", str(tmp_path / "out")]
     argv = {
         "train": (train.main, [*common, *data, *out, "--checkpoints", str(tmp_path / "ck")]),

@@ -37,6 +37,8 @@ STAGES = (
     "findings",
     "explain",
     "reference_points",
+    "embed_images",
+    "probe",
     "report",
     "__main__",
 )

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import scratch_image
 from transformers import BertConfig, BertModel
 
 from acsa.config.sections import LossConfig, ModelConfig, Params, TextConfig
@@ -17,7 +18,7 @@ NUM_CLASSES = 5
 
 def build(**model_overrides) -> ACSA:
     torch.manual_seed(0)
-    params = Params(model=ModelConfig(embed_dim=32, **model_overrides))
+    params = Params(model=ModelConfig(embed_dim=32, **model_overrides), image=scratch_image())
     return ACSA(params, num_classes=NUM_CLASSES, text_hidden_size=HIDDEN)
 
 
@@ -117,7 +118,8 @@ def test_finetuning_runs_the_text_encoder_on_token_ids(tmp_path):
     )
     BertModel(config).save_pretrained(tmp_path)  # a local folder, as text.encoder accepts
     params = dataclasses.replace(
-        Params(model=ModelConfig(embed_dim=32)), text=TextConfig(encoder=str(tmp_path), finetune=True)
+        Params(model=ModelConfig(embed_dim=32), image=scratch_image()),
+        text=TextConfig(encoder=str(tmp_path), finetune=True),
     )
     model = ACSA(params, num_classes=NUM_CLASSES, text_hidden_size=HIDDEN).train()
     images, _, _, mask, labels = batch()

@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 import torch
+from conftest import scratch_image
 from transformers import BertConfig, BertModel
 
 from acsa.analysis.explanations import attention_maps
@@ -20,7 +21,7 @@ from acsa.training.schedule import parameter_groups
 
 HIDDEN = 24
 NUM_CLASSES = 3
-TINY_IMAGE = ImageConfig(height=64, width=32, backbone_kwargs={"channels": [8, 8, 16, 16], "stem_width": 8})
+TINY_IMAGE = scratch_image(height=64, width=32, backbone_kwargs={"channels": [8, 8, 16, 16], "stem_width": 8})
 
 
 def build(image: ImageConfig = TINY_IMAGE, text: TextConfig | None = None, **model_options) -> ACSA:

@@ -162,14 +162,15 @@ def test_a_bit_rotted_model_is_refused(smoke_run, tmp_path, capsys):
     sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     features = smoke_run / "features"
     data = ["--prepared", str(smoke_run / "prepared"), "--features", str(features)]
+    data += ["--image-features", str(smoke_run / "image_features")]
     argv = ["--params", str(REPO / "params.yaml"), *sets, *data, "--model", str(tmp_path / "model")]
-    error = cli_error(evaluate.main, [*argv, "--out", str(tmp_path / "eval")], capsys)
+    error = cli_error(evaluate.main, [*argv, "--out", str(tmp_path / "eval")], capsys, status=3)
     assert error == (
         f"error: {model_file}: tensor sentence_proj.weight holds 1 NaN or infinite values "
         "(a damaged file: retrain it, dvc repro)"
     )
     explain_argv = [*data, "--model", str(tmp_path / "model"), "--eval", str(smoke_run / "eval")]
-    assert cli_error(explain.main, [*explain_argv, "--out", str(tmp_path / "ex")], capsys) == error
+    assert cli_error(explain.main, [*explain_argv, "--out", str(tmp_path / "ex")], capsys, status=3) == error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 

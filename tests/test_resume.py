@@ -63,6 +63,7 @@ def train_args(smoke_run: Path, root: Path, overrides: list[str] = ()) -> list[s
         "--params", str(REPO / "params.yaml"), *sets,
         "--prepared", str(smoke_run / "prepared"),
         "--features", str(smoke_run / "features"),
+        "--image-features", str(smoke_run / "image_features"),
         "--out", str(root / "model"),
         "--checkpoints", str(root / "checkpoints"),
         "--live", str(root / "live"),

@@ -1,6 +1,6 @@
 """The test split is sealed: training and every choice made on validation (the epoch kept, the fusion weight
-and its curve) never read a test file. Proof: with the test split's records, tokens, text features and images
-deleted, training produces the identical model and the identical validation choices."""
+and its curve) never read a test file. Proof: with the test split's records, tokens, text features, cached
+backbone outputs and images deleted, training produces the identical model and validation choices."""
 
 from __future__ import annotations
 
@@ -16,21 +16,24 @@ from acsa import evaluate, train
 from acsa.storage.checkpoint import load_checkpoint
 
 
-def without_test_split(smoke_run: Path, root: Path) -> tuple[Path, Path]:
-    """Copies of the smoke run's prepared folder and text features with everything of the test split gone."""
-    prepared, features = root / "prepared", root / "features"
+def without_test_split(smoke_run: Path, root: Path) -> tuple[Path, Path, Path]:
+    """Copies of the smoke run's prepared folder, text features and cached backbone outputs with everything of
+    the test split gone."""
+    prepared, features, image_features = root / "prepared", root / "features", root / "image_features"
     shutil.copytree(smoke_run / "prepared", prepared)
     shutil.copytree(smoke_run / "features", features)
+    shutil.copytree(smoke_run / "image_features", image_features)
     shutil.rmtree(prepared / "test")
     (features / "test.safetensors").unlink()
+    (image_features / "test.safetensors").unlink()
     shutil.rmtree(prepared / "benchmark" / "imgs" / "test")
     remaining = [p for p in prepared.rglob("*") if "test" in p.relative_to(prepared).parts]
     assert remaining == []
-    return prepared, features
+    return prepared, features, image_features
 
 
 def test_training_and_validation_choices_never_read_the_test_split(smoke_run: Path, tmp_path: Path) -> None:
-    prepared, features = without_test_split(smoke_run, tmp_path)
+    prepared, features, image_features = without_test_split(smoke_run, tmp_path)
     common = ["--params", str(REPO / "params.yaml")] + [a for o in SMOKE_OVERRIDES for a in ("--set", o)]
     train.main(
         [
@@ -39,6 +42,8 @@ def test_training_and_validation_choices_never_read_the_test_split(smoke_run: Pa
             str(prepared),
             "--features",
             str(features),
+            "--image-features",
+            str(image_features),
             "--out",
             str(tmp_path / "model"),
             "--checkpoints",
@@ -60,7 +65,8 @@ def test_training_and_validation_choices_never_read_the_test_split(smoke_run: Pa
     # ... and the final evaluation is where the test split is needed: without it, one line naming it
     with pytest.raises(Exception, match="no 'test' split"):
         evaluate.main([*common, "--prepared", str(prepared), "--features", str(features),
-                       "--model", str(tmp_path / "model"), "--out", str(tmp_path / "eval")])  # fmt: skip
+                       "--image-features", str(image_features), "--model", str(tmp_path / "model"),
+                       "--out", str(tmp_path / "eval")])  # fmt: skip
 
 
 def test_evaluation_applies_the_choices_made_on_validation(smoke_run: Path) -> None:

@@ -1,55 +1,31 @@
-"""The study's findings: each compares two configurations on one metric, with an interval that covers both the
-seed and the query variation, and the per-configuration summary (mean and standard deviation over seeds,
-and whether each run's validation curve had flattened).
+"""The study's findings: each compares two configurations on one metric, on every test query and on the
+queries that need fine evidence, with an interval that treats seeds as the unit of replication
+(acsa.analysis.intervals), Holm-adjusted across the whole family of findings x query subsets, and a verdict
+read from the adjusted interval; and the per-configuration summary.
 
-Inputs are per-query results of every run on the test split (the evaluate stage's per_query.json): for a
-metric m and a query q, m_q is the query's share of the metric in percent (R@K: 100 if a match is in the top
-K, else 0; mAP: its average precision; mINP: its inverse negative penalty), so a run's metric is the mean of
-m_q over queries. Each run is scored with its own final score: fused when it has the local branch, else
-global.
+Inputs are the per-query results of every run on the test split (acsa.analysis.study_runs): for a metric m
+and a query q, m_q is the query's share of the metric in percent (R@K: 100 if a match is in the top K, else
+0; mAP: its average precision; mINP: its inverse negative penalty), so a run's metric is the mean of m_q over
+queries. Each run is scored with its own final score (fused when it has a second score, else global) unless
+the finding names a score kind (`a_score`, `b_score`: e.g. full ACSA's local score alone).
 
-The statistic of a finding is the difference of the two configurations' means over seeds,
-
-    D = mean_{s in seeds_a} M_a(s) - mean_{s in seeds_b} M_b(s),    M(s) = mean_q m_q of run s.
-
-Its interval comes from `scipy.stats.bootstrap` with three independently resampled samples: the seeds of a,
-the seeds of b, and the test identities. The identity resample is shared by a and b, so the comparison is
-paired over identities (both configurations are judged on the same queries), and identities rather than
-queries are resampled because the captions and images of one identity are not independent. Resampling the
-seeds makes the interval widen with the spread between runs. Percentile intervals; a verdict is "better"
-(or "worse") only when the interval excludes zero, "no detectable difference" otherwise.
+Query subsets (acsa.analysis.reference_points: the rankers that read the benchmark's attribute records):
+`all` queries, and `fine_evidence`, those a reader of gender, garment types and colours alone ranks wrong
+while one that reads every stated attribute ranks right: where local, fine alignment is supposed to matter.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from acsa.analysis.intervals import adjusted_confidence, estimate, holm, holm_ranks, verdict
+from acsa.analysis.study_runs import Run
 from acsa.config.study import METRICS, Finding, Study
 
-BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference"
 PLATEAU_GAIN = 0.5  # validation R@1 points: a run whose last quarter's line rises less has flattened
-
-
-@dataclass(frozen=True)
-class Run:
-    """One trained model's test results."""
-
-    configuration: str
-    seed: int
-    query_ids: np.ndarray  # [Q] identity of each test query
-    per_query: dict[str, dict[str, np.ndarray]]  # score kind -> metric -> [Q] (percent)
-    validation_curve: tuple[float, ...] = ()  # validation selection R@1 after each epoch
-    config: dict | None = None  # the configuration the run was trained with
-
-    @property
-    def final_kind(self) -> str:
-        return "fused" if "fused" in self.per_query else "global"
-
-    def values(self, metric: str, kind: str | None = None) -> np.ndarray:
-        return np.asarray(self.per_query[kind or self.final_kind][metric], dtype=np.float64)
+ALL = "all"
 
 
 def identity_sums(values: np.ndarray, query_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,65 +47,91 @@ def _check_same_queries(runs: list[Run]) -> np.ndarray:
     return first
 
 
-def compare(
-    name: str,
+def compare_on(
     runs_a: list[Run],
     runs_b: list[Run],
     metric: str,
-    confidence: float,
-    resamples: int,
-    seed: int,
+    kinds: tuple[str | None, str | None],
+    subset: np.ndarray,
 ) -> dict:
-    """One finding: a minus b on `metric`, with its bootstrap interval and verdict (module docstring)."""
-    from scipy.stats import bootstrap
-
+    """The raw comparison of a minus b on the queries of `subset` (a boolean mask [Q]): means, difference,
+    standard error, degrees of freedom, p-value."""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}")
-    if not runs_a or not runs_b:
-        raise ValueError(f"finding {name}: a configuration without runs")
-    query_ids = _check_same_queries(runs_a + runs_b)
-    sums_a = np.stack([identity_sums(r.values(metric), query_ids)[0] for r in runs_a])  # [seeds_a, ids]
-    sums_b = np.stack([identity_sums(r.values(metric), query_ids)[0] for r in runs_b])  # [seeds_b, ids]
-    counts = identity_sums(np.zeros(len(query_ids)), query_ids)[1]  # [ids]
+    query_ids = _check_same_queries(runs_a + runs_b)[subset]
 
-    def difference(seeds_a, seeds_b, ids, axis=-1):
-        # every argument [..., n] holds resampled indices; the result is D for each resample [...]
-        seeds_a, seeds_b, ids = (np.asarray(x, dtype=np.int64) for x in (seeds_a, seeds_b, ids))
-        total = counts[ids].sum(axis=-1)[..., None]  # [..., 1] queries in the resampled identities
-        a = np.take_along_axis(sums_a[seeds_a], ids[..., None, :], axis=-1).sum(axis=-1) / total
-        b = np.take_along_axis(sums_b[seeds_b], ids[..., None, :], axis=-1).sum(axis=-1) / total
-        return a.mean(axis=-1) - b.mean(axis=-1)
+    def sums(runs: list[Run], kind: str | None) -> np.ndarray:
+        return np.stack([identity_sums(r.values(metric, kind)[subset], query_ids)[0] for r in runs])
 
-    samples = (np.arange(len(runs_a)), np.arange(len(runs_b)), np.arange(len(counts)))
-    observed = float(difference(*(s[None] for s in samples))[0])
-    interval = bootstrap(
-        samples,
-        difference,
-        paired=False,
-        vectorized=True,
-        n_resamples=resamples,
-        batch=max(1, min(resamples, 1000)),
-        confidence_level=confidence,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    ).confidence_interval
-    low, high = float(interval.low), float(interval.high)
-    verdict = BETTER if low > 0 else WORSE if high < 0 else NO_DIFFERENCE
+    counts = identity_sums(np.zeros(len(query_ids)), query_ids)[1]
+    result = estimate(sums(runs_a, kinds[0]), sums(runs_b, kinds[1]), counts)
     return {
-        "name": name,
-        "a": runs_a[0].configuration,
-        "b": runs_b[0].configuration,
+        "queries": int(subset.sum()),
+        "identities": len(counts),
+        "mean_a": float(np.mean([r.values(metric, kinds[0])[subset].mean() for r in runs_a])),
+        "mean_b": float(np.mean([r.values(metric, kinds[1])[subset].mean() for r in runs_b])),
+        "difference": result.difference,
+        "standard_error": result.standard_error,
+        "df": result.df,
+        "p_value": result.p_value,
+        "variance_parts": result.components,
+        "_estimate": result,
+    }
+
+
+def study_findings(
+    study: Study, runs: dict[str, list[Run]], subsets: dict[str, np.ndarray] | None = None
+) -> dict[str, dict]:
+    """Every finding of the study on every query subset ({name: mask [Q]}; `all` is added), raw and
+    Holm-adjusted across the family of every finding on every subset, with its verdict."""
+    first = next(iter(runs.values()))[0]
+    subsets = {ALL: np.ones(len(first.query_ids), dtype=bool), **(subsets or {})}
+    alpha = 1 - study.confidence
+    results: dict[str, dict] = {}
+    family = []  # (finding name, subset name) in a fixed order
+    for finding in study.findings:
+        results[finding.name] = _header(finding, runs, study.metric)
+        for subset, mask in subsets.items():
+            record = compare_on(
+                runs[finding.a], runs[finding.b], study.metric, (finding.a_score, finding.b_score), mask
+            )
+            low, high = record["_estimate"].interval(study.confidence)
+            record.update(ci_low=low, ci_high=high, confidence=study.confidence)
+            results[finding.name]["subsets"][subset] = record
+            family.append((finding.name, subset))
+    p_values = [results[name]["subsets"][subset]["p_value"] for name, subset in family]
+    for (name, subset), p, adjusted, factor in zip(
+        family, p_values, holm(p_values, alpha), holm_ranks(p_values), strict=True
+    ):
+        record = results[name]["subsets"][subset]
+        level = adjusted_confidence(p, adjusted, alpha, factor)
+        low, high = record.pop("_estimate").interval(level)
+        record.update(
+            p_holm=adjusted,
+            adjusted_confidence=level,
+            adjusted_low=low,
+            adjusted_high=high,
+            verdict=verdict(low, high, study.equivalence_margin),
+        )
+    return results
+
+
+def _header(finding: Finding, runs: dict[str, list[Run]], metric: str) -> dict:
+    def kind(side: str, score: str | None) -> str:
+        return score or runs[side][0].final_kind
+
+    return {
+        "name": finding.name,
+        "claim": finding.claim,
+        "a": finding.a,
+        "b": finding.b,
+        "a_score": kind(finding.a, finding.a_score),
+        "b_score": kind(finding.b, finding.b_score),
         "metric": metric,
-        "seeds_a": [r.seed for r in runs_a],
-        "seeds_b": [r.seed for r in runs_b],
-        "mean_a": float(np.mean([r.values(metric).mean() for r in runs_a])),
-        "mean_b": float(np.mean([r.values(metric).mean() for r in runs_b])),
-        "difference": observed,
-        "ci_low": low,
-        "ci_high": high,
-        "confidence": confidence,
-        "resampled": "seeds of a, seeds of b, test identities (paired)",
-        "verdict": verdict,
+        "seeds_a": [r.seed for r in runs[finding.a]],
+        "seeds_b": [r.seed for r in runs[finding.b]],
+        "interval": "t over seed means with test-identity variance (acsa.analysis.intervals)",
+        "subsets": {},
     }
 
 
@@ -149,18 +151,29 @@ def plateau_gain(curve: tuple[float, ...] | list[float]) -> float | None:
     return float(slope * last)
 
 
-def summarise(runs: list[Run]) -> dict:
-    """Mean and sample standard deviation over a configuration's seeds, per score kind and metric; each run's
-    final metrics and its validation plateau gain."""
-    kinds = [kind for kind in ("global", "local", "fused") if all(kind in r.per_query for r in runs)]
-    summary: dict = {"seeds": [r.seed for r in runs], "final_kind": runs[0].final_kind, "kinds": {}}
+def _kind_tables(runs: list[Run], kinds: list[str], mask: np.ndarray | None) -> dict:
+    """{kind: {metric: {mean, std, runs}}} over the queries of `mask` (all when None)."""
+    tables = {}
     for kind in kinds:
         table = {}
         for metric in METRICS:
-            values = [float(r.values(metric, kind).mean()) for r in runs]
+            values = [
+                float(r.values(metric, kind)[mask if mask is not None else slice(None)].mean()) for r in runs
+            ]
             std = float(np.std(values, ddof=1)) if len(values) > 1 else None
             table[metric] = {"mean": float(np.mean(values)), "std": std, "runs": values}
-        summary["kinds"][kind] = table
+        tables[kind] = table
+    return tables
+
+
+def summarise(runs: list[Run], subsets: dict[str, np.ndarray] | None = None) -> dict:
+    """Mean and sample standard deviation over a configuration's seeds, per score kind and metric, on every
+    query and on each query subset; each run's trainable parameters and its validation plateau gain."""
+    kinds = [kind for kind in ("global", "local", "fused") if all(kind in r.per_query for r in runs)]
+    summary: dict = {"seeds": [r.seed for r in runs], "final_kind": runs[0].final_kind}
+    summary["kinds"] = _kind_tables(runs, kinds, None)
+    summary["subsets"] = {name: _kind_tables(runs, kinds, mask) for name, mask in (subsets or {}).items()}
+    summary["trainable_parameters"] = runs[0].record.get("trainable_parameters")
     summary["plateau"] = [
         {
             "seed": r.seed,
@@ -171,34 +184,6 @@ def summarise(runs: list[Run]) -> dict:
         for r in runs
     ]
     return summary
-
-
-def study_findings(study: Study, runs: dict[str, list[Run]]) -> dict[str, dict]:
-    """Every finding of the study, by name, from the runs of each configuration."""
-    return {
-        finding.name: compare(
-            finding.name,
-            runs[finding.a],
-            runs[finding.b],
-            study.metric,
-            study.confidence,
-            study.resamples,
-            study.bootstrap_seed,
-        )
-        for finding in study.findings
-    }
-
-
-def settings_differences(runs: list[Run]) -> list[str]:
-    """Keys (dotted) in which the runs of one configuration were trained differently, their seeds and the
-    settings that only change speed aside: such runs are not repeats of one configuration."""
-    from acsa.training.resume import config_differences
-
-    known = [r for r in runs if r.config is not None]
-    differing: set[str] = set()
-    for run in known[1:]:
-        differing |= set(config_differences(known[0].config, run.config))
-    return sorted(differing - {"train.seed"})
 
 
 def missing_configurations(findings: tuple[Finding, ...], runs: dict[str, list[Run]]) -> list[str]:

@@ -129,3 +129,42 @@ def reference_points(
         scores = attribute_scores(mentions, identities, keys)
         metrics[name], spread[name] = reference_metrics(scores, query_ids, gallery_ids, draws, seed)
     return {"metrics": metrics, "draw_std": spread}
+
+
+def top1_probability(scores: Tensor, query_ids: Tensor, gallery_ids: Tensor) -> Tensor:
+    """[Q] float64: the probability that the ranker puts a match first when its tied images come in a
+    random order, exactly: the share of matches among the images with the row's top score."""
+    top = scores == scores.max(dim=1, keepdim=True).values  # [Q, G]
+    matches = query_ids[:, None] == gallery_ids[None, :]
+    return (top & matches).sum(dim=1).double() / top.sum(dim=1).double()
+
+
+def query_subsets(split: dict[str, Any], attributes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Which queries of an evaluation split need fine evidence: per query, the probability that `coarse`
+    (gender, garment types and colours) and `attribute_oracle` (every stated attribute) rank a match first;
+    `coarse_solved` where coarse does so at least half of the time, `fine_evidence` where coarse does not
+    but the oracle does (what only the finer attributes decide)."""
+    mentions, identities = split_attributes(split, attributes)
+    query_ids = torch.tensor(split["caption_ids"])
+    gallery_ids = torch.tensor(split["image_ids"])
+    coarse = top1_probability(
+        attribute_scores(mentions, identities, RANKERS["coarse"][0]), query_ids, gallery_ids
+    )
+    oracle = top1_probability(
+        attribute_scores(mentions, identities, RANKERS["attribute_oracle"][0]), query_ids, gallery_ids
+    )
+    coarse_solved = coarse >= 0.5
+    fine_evidence = ~coarse_solved & (oracle >= 0.5)
+    return {
+        "query_ids": query_ids.tolist(),
+        "coarse_top1": [round(float(p), 6) for p in coarse],
+        "oracle_top1": [round(float(p), 6) for p in oracle],
+        "coarse_solved": coarse_solved.tolist(),
+        "fine_evidence": fine_evidence.tolist(),
+        "counts": {
+            "queries": len(query_ids),
+            "coarse_solved": int(coarse_solved.sum()),
+            "fine_evidence": int(fine_evidence.sum()),
+            "neither": int((~coarse_solved & ~fine_evidence).sum()),
+        },
+    }

@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from acsa.config.sections import DATASETS, ImageConfig, Params
 from acsa.errors import ConfigError
+from acsa.paths import resolve_backbone_weights
 
 Rule = Callable[[Any], "str | None"]
 
@@ -121,6 +121,8 @@ RULES: dict[str, Rule] = {
     "image.window_grid": items(POSITIVE, length=2),
     "image.hflip": ANY,
     "image.translate": within(0, 1, high_open=True),
+    "image.frozen": ANY,
+    "image.views": POSITIVE,
     "model.embed_dim": POSITIVE,
     "model.use_local": ANY,
     "model.use_regions": ANY,
@@ -132,6 +134,7 @@ RULES: dict[str, Rule] = {
     "model.global_text": one_of("sentence", "sentence_and_phrases"),
     "model.attention": one_of("image_queries", "phrase_queries", "both"),
     "model.use_image_token": ANY,
+    "model.twin_global": ANY,
     "loss.cmpm_target_norm": one_of("l1", "l2"),
     "loss.cmpm_eps": above(0),
     "loss.cmpm_weight": at_least(0),
@@ -199,12 +202,29 @@ def _weights_without_pretrained_init(image: ImageConfig) -> str | None:
     return None
 
 
+def _twin_needs_the_second_score_free(p: Params) -> str | None:
+    if p.model.twin_global and p.model.use_local:
+        return "the twin's score and the local score cannot both be the second score: set use_local: false"
+    return None
+
+
+def _frozen_needs_pretrained_weights(image: ImageConfig) -> str | None:
+    if image.frozen and image.init != "pretrained":
+        return (
+            "a frozen backbone keeps its weights, so they must be pretrained ones: set image.init: "
+            "pretrained (and image.pretrained_path), or image.frozen: false"
+        )
+    return None
+
+
 # (the key named in the error, a rule over the whole Params)
 CROSS_RULES: list[tuple[str, Callable[[Params], str | None]]] = [
     ("image.pretrained_path", lambda p: _weights_without_pretrained_init(p.image)),
     ("train.batch_size", _whole_identities),
     ("model.use_image_token", _some_image_token),
     ("model.attention", _attention_needs_the_local_branch),
+    ("model.twin_global", _twin_needs_the_second_score_free),
+    ("image.frozen", lambda p: _frozen_needs_pretrained_weights(p.image)),
 ]
 
 # Top-level keys that are not sections: the preset to apply, and tables of named override sets.
@@ -239,6 +259,6 @@ def check_backbone_weights(image: ImageConfig) -> None:
             "pretrained weights, ImageNet's in the paper): set image.pretrained_path to a local weights "
             "file (.safetensors or .pth), or image.init: scratch to train it from random weights"
         )
-    if not Path(image.pretrained_path).expanduser().is_file():
+    if not resolve_backbone_weights(image.pretrained_path).is_file():
         raise ConfigError(f"image.pretrained_path: {image.pretrained_path} not found")
 

@@ -55,19 +55,23 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class ImageConfig:
-    backbone: str = "resnet10t"  # a timm model name (e.g. swin_tiny_patch4_window7_224) or acsa_convnet
-    backbone_kwargs: dict[str, Any] = field(
-        default_factory=lambda: {"channels": [32, 64, 128, 256], "stem_width": 16}
-    )
-    init: str = "scratch"  # scratch (random weights) | pretrained (weights from pretrained_path, required)
-    pretrained_path: str | None = None  # local weights file for the backbone (with init: pretrained)
-    height: int = 128
-    width: int = 64
+    backbone: str = "mobilenetv2_100"  # a timm model name (e.g. swin_tiny_patch4_window7_224) or acsa_convnet
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    init: str = "pretrained"  # scratch (random weights) | pretrained (weights from pretrained_path, required)
+    # the backbone's weights (with init: pretrained): a local file, or "imagenet-mobilenet_v2" (acsa.paths)
+    pretrained_path: str | None = "imagenet-mobilenet_v2"
+    height: int = 256
+    width: int = 128
     parts: str = "stripes"  # stripes (paper: spatial bands) | channels (released code: channel slices)
     window_stage: int = -2  # feature stage the window tokens come from (negative = from the end)
     window_grid: list[int] = field(default_factory=lambda: [2, 1])  # rows x cols of pooled windows
     hflip: bool = True
     translate: float = 0.05  # max shift as a fraction of the image size; 0 = off (paper: flip only)
+    # the two-stage protocol: the backbone keeps its pretrained weights (frozen), its pooled feature maps are
+    # computed once per image and `views` augmented views of each training image (view 0 unaugmented) by
+    # the embed_images stage, and training runs the heads on them; false trains the backbone end to end
+    frozen: bool = True
+    views: int = 2
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,9 @@ class ModelConfig:
     leaky_slope: float = 0.1
     mask_padding: bool = True  # False reproduces the released code (pad phrases attended to)
     dropout: float = 0.5  # on the region heads
+    # the fusion control: a second global branch of its own whose score is fused with the first as full
+    # ACSA fuses its local score (acsa.model.twin_global); needs use_local: false
+    twin_global: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,8 +118,8 @@ class TrainConfig:
     gamma: float = 0.1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_workers: int = 0
-    threads: int = 0  # torch CPU threads; 0 = torch's default (side-by-side study runs share the cores)
-    parallel_runs: int = 0  # study runs trained side by side (acsa.train --study); 0 = all at once
+    threads: int = 1  # torch CPU threads per run (0: torch's default); it changes results, so it is fixed
+    parallel_runs: int = 0  # runs the study's pool trains at once; 0: as many as the cores hold
     compile: bool = False  # torch.compile the training step (inductor; C++ compiler needed, else eager)
     nproc_per_node: int = (
         1  # processes (GPUs) on this machine; > 1: acsa.train starts them (torchrun --standalone)

@@ -65,6 +65,20 @@ class RowImages(Dataset):
         return self.images[self.image_index[row]], row
 
 
+class RowImageIndex(Dataset):
+    """Dataset over caption rows that returns (index of the row's image, row index): the batches of a frozen
+    backbone's cached outputs (acsa.training.step.cached_views reads the images' outputs by the index)."""
+
+    def __init__(self, image_index: list[int]) -> None:
+        self.image_index = image_index
+
+    def __len__(self) -> int:
+        return len(self.image_index)
+
+    def __getitem__(self, row: int) -> tuple[int, int]:
+        return self.image_index[row], row
+
+
 def to_model_input(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B, C, H, W] -> float, ImageNet-normalised (the convention of timm's pretrained backbones)."""
     mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)

@@ -16,10 +16,11 @@ import torch
 
 from acsa import paths
 from acsa.config.sections import ImageConfig, Params
+from acsa.data.image_features import CachedImages
 from acsa.data.image_tables import PRELOAD_LIMIT_BYTES, ImageTable
 from acsa.data.text_features import FrozenTextSource, TokenTextSource, open_text_source
 from acsa.errors import DataError
-from acsa.storage.files import read_json
+from acsa.storage.files import read_json, sha256_of
 
 
 @dataclass
@@ -95,7 +96,9 @@ class Split:
 
     name: str
     records: dict  # the split's records.json
-    images: ImageTable  # eval splits: the gallery, each image once; train: the unique training images
+    # eval splits: the gallery, each image once; train: the unique training images (pixels, or with a frozen
+    # backbone its cached outputs)
+    images: ImageTable | CachedImages
     text: FrozenTextSource | TokenTextSource  # one row per caption (query)
 
     @property
@@ -109,13 +112,32 @@ class Split:
         return torch.tensor(self.records["image_ids"])
 
 
-def read_split(prepared: Prepared | Path, features_dir: Path, name: str, params: Params) -> Split:
-    """Split `name` of the prepared benchmark (a folder or an already loaded `Prepared`), its images sized by
-    `params.image` and its text from the split's frozen features in `features_dir` (or its token ids when
-    `params.text.finetune`)."""
+def cached_images(prepared: Prepared, image_features: Path, name: str, image: ImageConfig) -> CachedImages:
+    """The frozen backbone's cached outputs for split `name` (the embed_images stage's file), checked against
+    the image settings, the split's records and the backbone's weights file."""
+    weights = ""
+    if image.init == "pretrained" and image.pretrained_path is not None:
+        weights = sha256_of(paths.resolve_backbone_weights(image.pretrained_path))
+    records_hash = sha256_of(prepared.folder(name) / paths.RECORDS_FILE)
+    return CachedImages.load(paths.features_file(image_features, name), image, records_hash, weights)
+
+
+def read_split(
+    prepared: Prepared | Path,
+    features_dir: Path,
+    name: str,
+    params: Params,
+    image_features: Path = paths.IMAGE_FEATURES,
+) -> Split:
+    """Split `name` of the prepared benchmark (a folder or an already loaded `Prepared`): its images sized by
+    `params.image` (with `image.frozen`, the backbone's cached outputs in `image_features` instead) and its
+    text from the split's frozen features in `features_dir` (or its token ids when `params.text.finetune`)."""
     if not isinstance(prepared, Prepared):
         prepared = load_prepared(prepared)
     records = prepared.split(name)
-    images = image_table(prepared, name, params.image)
+    if params.image.frozen:
+        images: ImageTable | CachedImages = cached_images(prepared, image_features, name, params.image)
+    else:
+        images = image_table(prepared, name, params.image)
     text = open_text_source(params.text.finetune, prepared.folder(name), features_dir, records, name)
     return Split(name, records, images, text)

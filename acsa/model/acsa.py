@@ -20,11 +20,12 @@ from acsa.config.loading import params_from_dict
 from acsa.config.sections import LossConfig, Params, params_to_dict
 from acsa.errors import CheckpointError, ConfigError
 from acsa.model.cross_attention import AsymmetricCrossAttention
-from acsa.model.features import ImageFeatures, TextFeatures
+from acsa.model.features import BackboneOutputs, ImageFeatures, TextFeatures
 from acsa.model.image_encoder import ImageEncoder, bn_neck
 from acsa.model.losses import cmpc_loss, cmpm_loss, local_loss
 from acsa.model.phrase_pooling import PhraseAttentionPool
 from acsa.model.text_encoder import TextEncoder
+from acsa.model.twin_global import TwinGlobalBranch
 from acsa.storage.checkpoint import check_finite_tensors, load_checkpoint, save_checkpoint
 
 MODEL_SECTIONS = ("image", "model", "text")  # what must match between a checkpoint and the params used ...
@@ -94,6 +95,12 @@ class ACSA(nn.Module):
         nn.init.xavier_uniform_(self.classifier)
         # created last, so that every other parameter starts as in a model without it (same seed)
         self.phrase_pool = PhraseAttentionPool(dim) if mcfg.global_text == "sentence_and_phrases" else None
+        # the fusion control's second global branch, after everything else for the same reason
+        self.twin = None
+        if mcfg.twin_global:
+            image_dim = self.image_encoder.global_proj.in_features
+            with_phrases = self.phrase_pool is not None
+            self.twin = TwinGlobalBranch(image_dim, text_hidden_size, dim, num_classes, with_phrases)
         self.attention_direction = mcfg.attention  # model.attention: the directions trained
 
     # text statistics
@@ -122,9 +129,15 @@ class ACSA(nn.Module):
 
     # encoders
 
-    def encode_image(self, images: Tensor) -> ImageFeatures:
-        """images [B, 3, H, W] -> global_feat [B, D], tokens [B, R, D]."""
-        return self.image_encoder(images)
+    def encode_image(self, images: Tensor | BackboneOutputs) -> ImageFeatures:
+        """images [B, 3, H, W] (or a frozen backbone's cached outputs of them) -> global_feat [B, D], tokens
+        [B, R, D] (with model.twin_global, the twin's embedding [B, 1, D] in place of the tokens)."""
+        if not isinstance(images, BackboneOutputs):
+            images = self.image_encoder.backbone_outputs(images)
+        features = self.image_encoder.heads(images)
+        if self.twin is not None:
+            features.tokens = self.twin.image(images.pooled)
+        return features
 
     def encode_text(
         self, sentence_hidden: Tensor, phrase_hidden: Tensor, phrase_mask: Tensor
@@ -140,11 +153,12 @@ class ACSA(nn.Module):
         phrase_tokens = self.phrase_proj(phrases)  # [B, P, D]
         if self.phrase_pool is not None:
             sentence_feat = sentence_feat + self.phrase_pool(phrase_tokens, phrase_mask)
-        return TextFeatures(
-            global_feat=self.sentence_neck(sentence_feat),
-            phrase_tokens=phrase_tokens,
-            phrase_mask=phrase_mask.bool(),
-        )
+        global_feat = self.sentence_neck(sentence_feat)
+        if self.twin is not None:  # the twin's embedding travels in the second score's slots
+            twin_token, twin_mask = self.twin.text(sentence, phrases, phrase_mask)
+            return TextFeatures(global_feat=global_feat, phrase_tokens=twin_token, phrase_mask=twin_mask)
+        mask = phrase_mask.bool()
+        return TextFeatures(global_feat=global_feat, phrase_tokens=phrase_tokens, phrase_mask=mask)
 
     def encode_text_tokens(
         self,
@@ -183,7 +197,13 @@ class ACSA(nn.Module):
 
     @property
     def uses_local(self) -> bool:
+        """The cross-attention's local score (and its attention maps) exists."""
         return self.cross_attention is not None
+
+    @property
+    def has_second_score(self) -> bool:
+        """A second score to fuse with the global one: the local score, or the twin's (model.twin_global)."""
+        return self.cross_attention is not None or self.twin is not None
 
     @property
     def scoring_direction(self) -> str:
@@ -202,6 +222,8 @@ class ACSA(nn.Module):
         """Local score S(i, t): exact for every pair [T, I], or for each caption's candidate gallery indices
         (`candidates` [T, k], e.g. its global top-k) [T, k]. `chunk_size` captions are scored at a time.
         `direction`: image_queries (S) or phrase_queries (S_rev); default `scoring_direction`."""
+        if self.twin is not None:
+            return self.twin.similarity(text_feats.phrase_tokens, image_feats.tokens, candidates)
         if self.cross_attention is None:
             raise RuntimeError("local similarity needs model.use_local: true")
         reverse = (direction or self.scoring_direction) == "phrase_queries"
@@ -236,6 +258,11 @@ class ACSA(nn.Module):
                 out[LOCAL_LOSS_KEYS[direction]] = loss_cfg.local_weight * local_loss(
                     scores, labels, self.attention_scale, loss_cfg.cmpm_target_norm, loss_cfg.cmpm_eps
                 )
+        if self.twin is not None:  # the twin trains like the first global branch, on its own
+            x2, t2 = image_feats.tokens[:, 0], text_feats.phrase_tokens[:, 0]
+            twin_cmpm = cmpm_loss(x2, t2, labels, loss_cfg.cmpm_target_norm, loss_cfg.cmpm_eps)
+            out["twin_cmpm_loss"] = loss_cfg.cmpm_weight * twin_cmpm
+            out["twin_cmpc_loss"] = loss_cfg.cmpc_weight * cmpc_loss(x2, t2, labels, self.twin.classifier)
         terms = dict(out)
         threshold = loss_cfg.drop_cmpm_below
         if threshold is not None and float(cmpm.detach()) < threshold:  # unweighted, as in the released code

@@ -22,6 +22,17 @@ class ImageFeatures:
 
 
 @dataclass
+class BackboneOutputs:
+    """The backbone's feature maps pooled as the image heads read them: everything between the backbone and
+    the trainable heads. With a frozen backbone (`image.frozen`) these are computed once per image and
+    cached (the embed_images stage); training then runs the heads only."""
+
+    pooled: Tensor  # [B, C] mean of the last feature map (global embedding; channel-slice regions)
+    bands: Tensor  # [B, K, C] the last map pooled over each body band (stripe regions: head ... feet)
+    windows: Tensor  # [B, G, C'] the window stage's map pooled on the window grid (row-major)
+
+
+@dataclass
 class TextFeatures:
     # [B, D] sentence -> standardise -> Linear (+ phrase attention pooling: model.global_text) -> BN neck
     global_feat: Tensor
@@ -29,7 +40,7 @@ class TextFeatures:
     phrase_mask: Tensor  # [B, P] bool, True = real phrase
 
 
-Features = TypeVar("Features", ImageFeatures, TextFeatures)
+Features = TypeVar("Features", ImageFeatures, TextFeatures, BackboneOutputs)
 
 
 def cat_features(parts: list[Features]) -> Features:

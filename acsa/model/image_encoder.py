@@ -20,7 +20,8 @@ from acsa.config.rules import check_backbone_weights
 from acsa.config.sections import ImageConfig
 from acsa.errors import ConfigError, one_line
 from acsa.model.backbone_weights import load_backbone_weights
-from acsa.model.features import ImageFeatures
+from acsa.model.features import BackboneOutputs, ImageFeatures
+from acsa.paths import resolve_backbone_weights
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +166,16 @@ class ImageEncoder(nn.Module):
         self.window_grid = tuple(cfg.window_grid)
         if pretrained:
             check_backbone_weights(cfg)
-        weights = cfg.pretrained_path if pretrained and cfg.init == "pretrained" else None
+        weights = None
+        if pretrained and cfg.init == "pretrained" and cfg.pretrained_path is not None:
+            weights = str(resolve_backbone_weights(cfg.pretrained_path))
         self.backbone = create_backbone(cfg.backbone, cfg.backbone_kwargs, cfg.height, cfg.width, weights)
+        # `image.frozen`: the backbone keeps its (pretrained) weights and BatchNorm statistics; only the heads
+        # train, so its outputs can be computed once per image (acsa.model.backbone_cache)
+        self.frozen = cfg.frozen
+        if self.frozen:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
         fmt = getattr(self.backbone, "output_fmt", "NCHW")  # timm's MobileNet features have none
         self.nhwc_maps = str(getattr(fmt, "value", fmt)) == "NHWC"  # timm Swin returns [b, h, w, c]
         # A convolutional backbone gets its input in channels_last, and its activations follow: oneDNN's CPU
@@ -219,34 +228,51 @@ class ImageEncoder(nn.Module):
             maps = [m.permute(0, 3, 1, 2) for m in maps]  # b h w c -> b c h w
         return maps
 
-    def regions(self, last_map: Tensor, pooled: Tensor) -> Tensor:
-        """[b, k=4, d] head, upper, lower, feet tokens."""
-        if self.parts == "stripes":
-            weights = band_weights(last_map.shape[2], STRIPE_BANDS, last_map)  # [k, h]
-            bands = torch.einsum("bchw,kh->bkc", last_map, weights) / last_map.shape[3]
-            inputs = bands.unbind(1)
-        else:
-            inputs = [pooled[:, a:b] for a, b in self.region_slices]
-        return torch.stack([head(x) for head, x in zip(self.region_heads, inputs, strict=True)], dim=1)
-
-    def windows(self, stage_map: Tensor) -> Tensor:
-        """[b, rows*cols, d] tokens of the window stage pooled on the window grid (row-major)."""
-        pooled = F.adaptive_avg_pool2d(stage_map, self.window_grid)
-        return self.window_head(pooled.flatten(2).transpose(1, 2))  # b c h w -> b (h w) c
-
-    def forward(self, images: Tensor) -> ImageFeatures:
+    def backbone_outputs(self, images: Tensor) -> BackboneOutputs:
+        """images [b, 3, H, W] -> the pooled maps the heads read (what `image.frozen` caches)."""
         maps = self.feature_maps(images)
         last = maps[-1]
-        pooled = last.mean(dim=(2, 3))  # [b, c]
-        global_feat = self.global_neck(self.global_proj(pooled))
+        weights = band_weights(last.shape[2], STRIPE_BANDS, last)  # [k, h]
+        return BackboneOutputs(
+            pooled=last.mean(dim=(2, 3)),  # [b, c]
+            bands=torch.einsum("bchw,kh->bkc", last, weights) / last.shape[3],  # [b, k, c]
+            windows=F.adaptive_avg_pool2d(maps[self.window_stage], self.window_grid)
+            .flatten(2)
+            .transpose(1, 2),  # b c h w -> b (h w) c
+        )
+
+    def regions(self, outputs: BackboneOutputs) -> Tensor:
+        """[b, k=4, d] head, upper, lower, feet tokens."""
+        if self.parts == "stripes":
+            inputs = outputs.bands.unbind(1)
+        else:
+            inputs = [outputs.pooled[:, a:b] for a, b in self.region_slices]
+        return torch.stack([head(x) for head, x in zip(self.region_heads, inputs, strict=True)], dim=1)
+
+    def heads(self, outputs: BackboneOutputs) -> ImageFeatures:
+        """The trainable part: pooled maps -> global embedding [b, d] and the image token set [b, r, d]."""
+        global_feat = self.global_neck(self.global_proj(outputs.pooled))
         tokens = []
         if self.use_regions:
-            tokens.append(self.regions(last, pooled))
+            tokens.append(self.regions(outputs))
         if self.use_windows:
-            tokens.append(self.windows(maps[self.window_stage]))
+            tokens.append(self.window_head(outputs.windows))  # [b, g, d]
         if not tokens:  # no region or window tokens: the global embedding is the only token
             return ImageFeatures(global_feat=global_feat, tokens=global_feat[:, None])
         token_set = torch.cat(tokens, dim=1)  # [b, r, d] sub-image tokens: regions..., windows...
         if self.use_image_token:  # [mean, regions..., windows...]: [b, r + 1, d]
             token_set = torch.cat([token_set.mean(dim=1, keepdim=True), token_set], dim=1)
         return ImageFeatures(global_feat=global_feat, tokens=token_set)
+
+    def forward(self, images: Tensor | BackboneOutputs) -> ImageFeatures:
+        """Images [b, 3, H, W], or their backbone outputs (cached for a frozen backbone) -> features."""
+        if not isinstance(images, BackboneOutputs):
+            images = self.backbone_outputs(images)
+        return self.heads(images)
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """A frozen backbone stays in eval mode (its BatchNorm statistics are the pretrained ones)."""
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self

@@ -14,21 +14,40 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from acsa.config.sections import EvalConfig
+from acsa.data.image_features import CachedImages
 from acsa.data.image_tables import ImageTable, to_model_input
 from acsa.data.prepared import Split
-from acsa.model.features import ImageFeatures, TextFeatures, cat_features, features_to
+from acsa.model.features import BackboneOutputs, ImageFeatures, TextFeatures, cat_features, features_to
 from acsa.runtime import autocast
 from acsa.scoring.metrics import per_query_ranks, rank_metrics
 
 
 @torch.no_grad()
-def encode_images(model, images: ImageTable, batch_size: int, device: torch.device, num_workers: int = 0):
-    """Image features of every gallery image, float32 on `device`."""
+def encode_images(
+    model, images: ImageTable | CachedImages, batch_size: int, device: torch.device, num_workers: int = 0
+):
+    """Image features of every gallery image, float32 on `device`: from pixels, or from a frozen backbone's
+    cached outputs (the heads only)."""
+    if isinstance(images, CachedImages):
+        return encode_cached_images(model, images, batch_size, device)
     loader = DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     parts = []
     for batch in tqdm(loader, desc="encode images", leave=False):
         with autocast(device):
             features = model.encode_image(to_model_input(batch.to(device)))
+        parts.append(features_to(features, "cpu"))
+    return features_to(cat_features(parts), device)
+
+
+@torch.no_grad()
+def encode_cached_images(model, images: CachedImages, batch_size: int, device: torch.device):
+    """Image features from cached backbone outputs (view 0 of every image), float32 on `device`."""
+    parts = []
+    for start in range(0, len(images), batch_size):
+        rows = images.rows(torch.arange(start, min(start + batch_size, len(images))))
+        outputs = BackboneOutputs(**{name: value.to(device) for name, value in rows.items()})
+        with autocast(device):
+            features = model.encode_image(outputs)
         parts.append(features_to(features, "cpu"))
     return features_to(cat_features(parts), device)
 
@@ -91,7 +110,7 @@ class Scores:
 @torch.no_grad()
 def score(model, text_feats, image_feats, local_mode: str, rerank_k: int, chunk_size: int) -> Scores:
     global_sim = model.global_similarity(text_feats, image_feats).float()
-    if not model.uses_local:
+    if not model.has_second_score:
         return Scores(global_sim, None, None)
     if local_mode == "exact":
         local = model.local_similarity(text_feats, image_feats, chunk_size=chunk_size).float()

@@ -25,13 +25,14 @@ from tqdm import tqdm
 
 from acsa.config.rules import check_backbone_weights
 from acsa.config.sections import Params, TrainConfig, params_to_dict
-from acsa.data.image_tables import RowImages
+from acsa.data.image_features import CachedImages
+from acsa.data.image_tables import RowImageIndex, RowImages, to_model_input
 from acsa.data.prepared import Prepared, Split, load_prepared, read_split
 from acsa.data.sampler import make_batch_sampler
 from acsa.data.text_features import text_statistics
 from acsa.errors import ConfigError, NonFiniteError, NonFiniteLossError
 from acsa.model.acsa import ACSA
-from acsa.paths import RECORDS_FILE, TOKENS_FILE, features_file
+from acsa.paths import IMAGE_FEATURES, RECORDS_FILE, TOKENS_FILE, features_file
 from acsa.runtime import resolve_device, seed_everything, set_threads
 from acsa.scoring.retrieval import choose_fusion_weight, metrics_by_kind, score_split
 from acsa.storage.checkpoint import load_checkpoint
@@ -39,7 +40,7 @@ from acsa.training.distributed import Dist, all_agree, broadcast_int, convert_ba
 from acsa.training.live import log_epoch, open_live
 from acsa.training.resume import CheckpointFolder, RunState, data_fingerprint, resume_checkpoint, save_epoch
 from acsa.training.schedule import learning_rate_factor, make_optimizer
-from acsa.training.step import TrainStep, compile_step, training_step
+from acsa.training.step import TrainStep, cached_views, compile_step, training_step
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class TrainPaths:
     features: Path  # the embed_text stage's output folder (<split>.safetensors)
     checkpoints: Path  # per-epoch checkpoints (kept across runs for resume)
     live: Path  # DVCLive folder: metrics.json and plots
+    image_features: Path = IMAGE_FEATURES  # the embed_images stage's output (read with image.frozen)
 
 
 @torch.no_grad()
@@ -70,7 +72,7 @@ def validate(model: ACSA, params: Params, split: Split, device: torch.device) ->
     flat = {f"val/{kind}/{key}": value for kind, metrics in results.items() for key, value in metrics.items()}
     flat["val/fusion_weight"] = weight
     flat["val/selection_R1"] = results.get("fused", results["global"])["R1"]
-    choices = {"fusion_weight": weight, "fusion_curve": curve if model.uses_local else []}
+    choices = {"fusion_weight": weight, "fusion_curve": curve if model.has_second_score else []}
     return flat, choices
 
 
@@ -93,15 +95,17 @@ def selection_summary(state: RunState, has_val: bool) -> dict:
     }
 
 
-def training_inputs(prepared: Prepared, features: Path, params: Params) -> list[Path]:
-    """The files training reads besides the images (train and val records and text), for the resume
-    fingerprint; never a test file."""
+def training_inputs(prepared: Prepared, paths: TrainPaths, params: Params) -> list[Path]:
+    """The files training reads besides the images (train and val records and text, and a frozen backbone's
+    cached outputs), for the resume fingerprint; never a test file."""
     files = []
     for name in ("train", "val"):
         if prepared.has(name):
             folder = prepared.folder(name)
-            text = folder / TOKENS_FILE if params.text.finetune else features_file(features, name)
+            text = folder / TOKENS_FILE if params.text.finetune else features_file(paths.features, name)
             files += [folder / RECORDS_FILE, text]
+            if params.image.frozen:
+                files.append(features_file(paths.image_features, name))
     return files
 
 
@@ -174,6 +178,24 @@ class FiniteWeights:
             raise _stopped(f"{what} after step {step} (epoch {epoch})", kept)
 
 
+def parameters_trained(
+    model: ACSA, step_fn: nn.Module, loader: DataLoader, device: torch.device, cache: CachedImages | None
+) -> int:
+    """How many weights the loss trains: those a backward pass of one batch reaches (a head the configuration
+    does not use, or a frozen backbone, is not counted). In eval mode (BatchNorm statistics and dropout
+    untouched) and without an optimizer step, so training is unchanged."""
+    model.eval()
+    images, rows = next(iter(loader))
+    if cache is not None:
+        inputs = cached_views(cache, images, torch.Generator().manual_seed(0), device)
+    else:
+        inputs = to_model_input(images.to(device))
+    step_fn(inputs, rows)["loss"].backward()
+    count = sum(p.numel() for p in model.parameters() if p.grad is not None)
+    model.zero_grad(set_to_none=True)
+    return count
+
+
 # ---- the loop ----------------------------------------------------------------------------------------------
 
 
@@ -196,7 +218,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
     prepared = load_prepared(paths.prepared)  # only the train and val folders are ever read here
     if cfg.sampler == "identity":
         check_batch_fits(cfg, len(prepared.split("train")["original_ids"]))
-    train = read_split(prepared, paths.features, "train", params)
+    train = read_split(prepared, paths.features, "train", params, paths.image_features)
     has_val = prepared.has("val")
     if not has_val and ctx.is_main:
         log.warning(
@@ -206,7 +228,9 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
             prepared.dataset("train"),
             UNTUNED_FUSION_WEIGHT,
         )
-    val = read_split(prepared, paths.features, "val", params) if ctx.is_main and has_val else None
+    val = None
+    if ctx.is_main and has_val:
+        val = read_split(prepared, paths.features, "val", params, paths.image_features)
 
     statistics = text_statistics(train.text, prepared.folder("train"), paths.features, train.records)
     model = ACSA(
@@ -226,7 +250,11 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
         ctx.rank,
         ctx.world_size,
     )
-    rows = RowImages(train.images, train.records["image_index"])
+    cache = train.images if isinstance(train.images, CachedImages) else None
+    if cache is not None:  # a frozen backbone: batches of image indices, read from its cached outputs
+        rows = RowImageIndex(train.records["image_index"])
+    else:
+        rows = RowImages(train.images, train.records["image_index"])
     loader = DataLoader(rows, batch_sampler=sampler, num_workers=cfg.num_workers)
     total_steps = cfg.epochs * len(sampler)
     if cfg.max_steps is not None:
@@ -234,12 +262,13 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
     labels = torch.tensor(train.records["labels"])
     step_fn = wrap(TrainStep(model, train.text, labels, params.loss, ctx), ctx)
     weights = FiniteWeights(model)
+    trained = parameters_trained(model, step_fn, loader, device, cache)
     if cfg.compile:
         step_fn = compile_step(step_fn)
 
     folder = CheckpointFolder(paths.checkpoints)
     config = params_to_dict(params)
-    data = data_fingerprint(training_inputs(prepared, paths.features, params)) if ctx.is_main else ""
+    data = data_fingerprint(training_inputs(prepared, paths, params)) if ctx.is_main else ""
     with folder.lock() if ctx.is_main else contextlib.nullcontext():
         checkpoint = resume_checkpoint(folder, config, data) if ctx.is_main else None
         resumed = broadcast_int(checkpoint.meta["epoch"] if checkpoint else -1, ctx, device)
@@ -259,7 +288,7 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
             sampler.set_epoch(epoch)
             kept = folder.epoch_path(epoch - 1) if epoch > 0 else None
             logged = train_epoch(
-                params, step_fn, loader, optimizer, state, epoch, total_steps, ctx, kept, weights
+                params, step_fn, loader, optimizer, state, epoch, total_steps, ctx, kept, weights, cache
             )
             if ctx.is_main:
                 choices = None
@@ -282,6 +311,9 @@ def fit(params: Params, paths: TrainPaths, ctx: Dist | None = None, device: torc
             model.load_state_dict(load_checkpoint(folder.best_path(state.best["epoch"])).model_state)
     summary = {
         **selection_summary(state, has_val),
+        "validation_curve": [epoch.get("val/selection_R1") for epoch in state.history],
+        "trainable_parameters": trained,
+        "threads": torch.get_num_threads(),
         "steps": state.step,
         "resumed_after_epoch": resumed,
         "train_seconds_this_run": round(time.perf_counter() - started, 1),
@@ -301,11 +333,12 @@ def train_epoch(
     ctx: Dist,
     kept: Path | None,
     weights: FiniteWeights,
+    cache: CachedImages | None = None,
 ) -> dict[str, float]:
     """One epoch (or what `total_steps` leaves of it); returns its mean loss terms, throughput and lr.
 
     `kept` is the newest checkpoint, named when a non-finite loss or weight (`weights`, checked after every
-    step) stops the run.
+    step) stops the run. With a frozen backbone's `cache` the loader gives image indices (training_step).
     """
     cfg = params.train
     device = next(step_fn.parameters()).device
@@ -332,6 +365,7 @@ def train_epoch(
             check=functools.partial(
                 check_finite, epoch=epoch, step=state.step, ctx=ctx, device=device, kept=kept
             ),
+            cache=cache,
         )
         weights.check(epoch, state.step, ctx, device, kept)
         state.step += 1

@@ -30,9 +30,10 @@ log = logging.getLogger(__name__)
 
 KEEP_EPOCH_CHECKPOINTS = 2  # the newest and, should it be unreadable, the one before
 # Settings that change how fast, not what, a run trains: a checkpoint written under other values resumes.
+# Not train.threads: on a CPU the number of threads changes how float sums are split, and a run trained with
+# one thread and the same run with two end about 2 validation R@1 points apart (README, The study).
 RESUME_IGNORES = (
     "train.device",
-    "train.threads",
     "train.num_workers",
     "train.compile",
     "train.nproc_per_node",

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 from torch.profiler import record_function
 
 from acsa.config.sections import ImageConfig, LossConfig
+from acsa.data.image_features import CachedImages
 from acsa.data.image_tables import augment, to_model_input
+from acsa.model.features import BackboneOutputs
 from acsa.runtime import autocast
 from acsa.training.distributed import Dist, gather_rows
 
@@ -51,14 +53,16 @@ class TrainStep(nn.Module):
         self.loss_cfg = loss_cfg
         self.ctx = ctx or Dist()
 
-    def forward(self, images: Tensor, rows: Tensor) -> dict[str, Tensor]:
-        """images [b, 3, H, W] on the device, rows [b] (CPU indices of training rows) -> loss terms."""
+    def forward(self, images: Tensor | BackboneOutputs, rows: Tensor) -> dict[str, Tensor]:
+        """images [b, 3, H, W] on the device (or a frozen backbone's cached outputs of them), rows [b] (CPU
+        indices of training rows) -> loss terms."""
+        device = images.pooled.device if isinstance(images, BackboneOutputs) else images.device
         with phase("image_encoder"):
             image_feats = self.model.encode_image(images)
         with phase("text"):
-            text_feats = self.text_source.encode(self.model, rows, images.device)
+            text_feats = self.text_source.encode(self.model, rows, device)
         with phase("losses"):
-            labels = self.labels[rows].to(images.device)
+            labels = self.labels[rows].to(device)
             if self.ctx.enabled:  # [b, ...] per rank -> [n * b, ...], the global batch in rank order
                 image_feats, text_feats = (
                     type(feats)(
@@ -73,6 +77,16 @@ class TrainStep(nn.Module):
             return self.model.losses(image_feats, text_feats, labels, self.loss_cfg)
 
 
+def cached_views(
+    cache: CachedImages, image_index: Tensor, generator: torch.Generator, device: torch.device
+) -> BackboneOutputs:
+    """A frozen backbone's outputs for the images image_index [b], each in one of its cached views drawn
+    from `generator` (the augmentation of the two-stage protocol: acsa.model.backbone_cache)."""
+    views = torch.randint(cache.views, (len(image_index),), generator=generator)
+    rows = cache.rows(image_index, views)
+    return BackboneOutputs(**{name: value.to(device) for name, value in rows.items()})
+
+
 def training_step(
     step_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -83,13 +97,20 @@ def training_step(
     device: torch.device,
     precision: str = "auto",
     check: Callable[[dict[str, Tensor]], None] | None = None,
+    cache: CachedImages | None = None,
 ) -> dict[str, Tensor]:
     """One optimizer step on a batch: images uint8 [b, 3, H, W] (moved to `device`), rows [b] (the CPU
     indices `step_fn` reads text and labels by) -> the loss terms. Augmentation draws from `generator`;
     `precision` as acsa.runtime.autocast; `check(losses)` runs before the backward pass (training stops
-    there on a non-finite loss)."""
+    there on a non-finite loss). With a frozen backbone's `cache`, `images` holds the rows' image indices
+    [b] and each image is read in a cached view drawn from `generator` instead."""
     with phase("augment"):
-        images = augment(to_model_input(images.to(device)), image_cfg.hflip, image_cfg.translate, generator)
+        if cache is not None:
+            images = cached_views(cache, images, generator, device)
+        else:
+            images = augment(
+                to_model_input(images.to(device)), image_cfg.hflip, image_cfg.translate, generator
+            )
     with autocast(device, precision):
         losses = step_fn(images, rows)
     if check is not None:

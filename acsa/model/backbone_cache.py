@@ -1,0 +1,66 @@
+"""The two-stage protocol's first stage: a frozen backbone's outputs, computed once per image.
+
+With `image.frozen` the backbone never changes, so what it gives the trainable heads (the pooled last map,
+its body bands and the window-grid pooling of an earlier stage: acsa.model.features.BackboneOutputs) is a
+function of the image alone. The embed_images stage computes it here for every image of a split; training
+draws, for each row of a batch, one of `image.views` views of its image (view 0 the image itself, the others
+flipped and shifted as training's augmentation would, drawn once with a fixed seed), and runs the heads only.
+
+Axes: V views, N images, K body bands, G window cells, C / C' channels of the last / window stage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from acsa.config.sections import ImageConfig
+from acsa.data.image_tables import ImageTable, augment, to_model_input
+from acsa.model.features import BackboneOutputs, cat_features
+from acsa.model.image_encoder import ImageEncoder
+
+VIEW_SEED = 0  # the augmentation of views 1.. is drawn once, from this seed and the view's index
+
+
+def view_generator(view: int) -> torch.Generator:
+    """The generator of view `view`'s flips and shifts: the same views on every machine and run."""
+    seed = int(np.random.SeedSequence([VIEW_SEED, view]).generate_state(1)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+@torch.no_grad()
+def backbone_outputs_of(
+    encoder: ImageEncoder,
+    images: ImageTable,
+    views: int,
+    cfg: ImageConfig,
+    batch_size: int,
+    device: torch.device,
+    desc: str = "images",
+) -> BackboneOutputs:
+    """Every image's backbone outputs under `views` views: pooled [V, N, C], bands [V, N, K, C], windows
+    [V, N, G, C'] (view 0 unaugmented; views 1.. flipped and shifted by acsa.data.image_tables.augment with
+    `cfg.hflip` and `cfg.translate`)."""
+    encoder.eval()
+    per_view = []
+    for view in range(views):
+        generator = view_generator(view)
+        parts = []
+        for start in tqdm(range(0, len(images), batch_size), desc=f"{desc}, view {view}", leave=False):
+            batch = torch.stack([images[i] for i in range(start, min(start + batch_size, len(images)))])
+            pixels = to_model_input(batch.to(device))
+            if view > 0:
+                pixels = augment(pixels, cfg.hflip, cfg.translate, generator)
+            parts.append(_to_cpu(encoder.backbone_outputs(pixels)))
+        per_view.append(cat_features(parts))
+    return BackboneOutputs(
+        pooled=torch.stack([v.pooled for v in per_view]),
+        bands=torch.stack([v.bands for v in per_view]),
+        windows=torch.stack([v.windows for v in per_view]),
+    )
+
+
+def _to_cpu(outputs: BackboneOutputs) -> BackboneOutputs:
+    tensors = (outputs.pooled, outputs.bands, outputs.windows)
+    return BackboneOutputs(*(x.float().cpu().contiguous() for x in tensors))
