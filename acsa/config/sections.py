@@ -109,7 +109,7 @@ class TrainConfig:
     batch_size: int = 48
     sampler: str = "identity"  # identity (images_per_id rows per identity) | random (released code)
     images_per_id: int = 2  # the identity sampler puts this many images of each identity in a batch
-    lr: float = 2.0e-3
+    lr: float = 1.0e-3
     backbone_lr: float | None = None  # None = lr
     weight_decay: float = 0.05
     schedule: str = "cosine"  # cosine | step
