@@ -37,6 +37,16 @@ def test_truncation_is_counted(tokenizer, caplog):
     assert "1 of 3 texts were truncated to 8 tokens" in caplog.text
 
 
+def test_a_word_the_tokenizer_cannot_read_is_reported(tokenizer, caplog):
+    """One word of 20,000 characters is a single [UNK] (WordPiece gives up past 100 characters): not a
+    truncation by length, but its content is lost all the same, and the log says so."""
+    texts = ["a man in a red coat", "x" * 20_000]
+    with caplog.at_level(logging.WARNING, logger="acsa.data.tokenize"):
+        encoded = tokenize(tokenizer, texts, max_tokens=16)
+    assert int(encoded["attention_mask"][1].sum()) == 3  # [CLS] [UNK] [SEP]
+    assert "1 of 2 texts hold words the tokenizer reads as [UNK]" in caplog.text and "'xxxx" in caplog.text
+
+
 def test_empty_and_bad_arguments(tokenizer):
     assert tokenize(tokenizer, [], 8)["input_ids"].shape == (0, 8)
     with pytest.raises(ValueError):

@@ -78,4 +78,24 @@ def tokenize(tokenizer: Any, texts: list[str], max_tokens: int) -> dict[str, np.
                 max_tokens,
                 texts[truncated[0]][:60],
             )
+    _warn_unknown(tokenizer, texts, input_ids)
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def _warn_unknown(tokenizer: Any, texts: list[str], input_ids: np.ndarray) -> None:
+    """Log the texts the tokenizer read (partly) as its unknown token: e.g. a word longer than WordPiece's
+    100-character limit becomes a single [UNK], so a caption of one very long word is lost without being
+    truncated by length."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None:
+        return
+    rows = np.flatnonzero((input_ids == unknown).any(axis=1))
+    if rows.size:
+        log.warning(
+            "%d of %d texts hold words the tokenizer reads as %s, their content lost (e.g. a word of more "
+            "than 100 characters; first: %r...)",
+            rows.size,
+            len(texts),
+            getattr(tokenizer, "unk_token", "the unknown token"),
+            texts[int(rows[0])][:60],
+        )
