@@ -66,8 +66,10 @@ def cpu_model() -> str:
 
 
 VECTOR_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-# ATen's vector kernels and oneDNN's both stop at AVX2 with these (the `--isa avx2` of the benchmarks)
-AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+# ATen's vector kernels, oneDNN's and MKL's all stop at AVX2 with these (the `--isa avx2` of the benchmarks;
+# MKL runs torch's float matrix products here: on this AMD CPU it already picks AVX2 code, at an Intel one
+# with AVX-512 the variable matters)
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 _ISA_PROBE = (
     "import torch; torch.set_num_threads(1); "
     "x = torch.randn(2, 8, 16, 16).contiguous(memory_format=torch.channels_last); "

@@ -1,5 +1,5 @@
-"""The data path at CUHK-PEDES size: prepare, embed_text, a short training slice and evaluate, each stage's
-wall time and peak memory.
+"""The data path at CUHK-PEDES size: prepare, embed_text, embed_images, a short training slice and evaluate,
+each stage's wall time and peak memory.
 
     python -m benchmarks.data_path [--scale 1.0] [--train-steps 20] [--scratch DIR] [--keep]
                                    [--set SECTION.KEY=VALUE ...] [--out FILE]
@@ -12,6 +12,8 @@ CUHK-PEDES would run it (`--set data.dataset=cuhk-pedes --set data.root=benchmar
 
     prepare     python -m acsa.prepare ...      read, check every image, noun phrases, tokens
     embed_text  python -m acsa.embed_text ...   frozen text features of every caption and unique phrase
+    embed_images python -m acsa.embed_images ... the frozen backbone's outputs of every image (image.views
+                                                views of each training image)
     train       python -m acsa.train ...        --train-steps optimizer steps, then validation on the whole
                                                 val split (exact local scores: epoch and fusion weight)
     evaluate    python -m acsa.evaluate ...     the test split, exact local scores
@@ -49,7 +51,7 @@ from benchmarks.repro_time import environment
 CUHK_PEDES = {"train": (11_003, 34_054, 68_126), "val": (1_000, 3_078, 6_158), "test": (1_000, 3_074, 6_156)}
 GOALS = {"prepare + embed_text": 15 * 60.0, "evaluate": 3 * 60.0}  # seconds
 PEAK_GOAL_MB = 8 * 1024.0
-STAGES = ("generate", "prepare", "embed_text", "train", "evaluate")
+STAGES = ("generate", "prepare", "embed_text", "embed_images", "train", "evaluate")
 
 
 def split_sizes(scale: float) -> dict[str, tuple[int, int, int]]:
@@ -84,15 +86,17 @@ def commands(params: Path, sizes, train_steps: int, overrides: list[str]) -> dic
         ),
         "prepare": stage("acsa.prepare", "--out", "prepared", extra=data),
         "embed_text": stage("acsa.embed_text", "--prepared", "prepared", "--out", "features", extra=data),
+        "embed_images": stage("acsa.embed_images", "--prepared", "prepared", "--out", "images", extra=data),
         "train": stage(
             "acsa.train",
-            *("--prepared", "prepared", "--features", features, "--out", "model"),
-            *("--checkpoints", "checkpoints", "--live", "live"),
+            *("--prepared", "prepared", "--features", features, "--image-features", "images"),
+            *("--out", "model", "--checkpoints", "checkpoints", "--live", "live"),
             extra=(*data, f"train.max_steps={train_steps}"),
         ),
         "evaluate": stage(
             "acsa.evaluate",
-            *("--model", "model", "--prepared", "prepared", "--features", features, "--out", "eval"),
+            *("--model", "model", "--prepared", "prepared", "--features", features),
+            *("--image-features", "images", "--out", "eval"),
             extra=data,
         ),
     }

@@ -15,8 +15,9 @@ from DVC's cache): the timed run then leaves its dvc.lock and outputs in the wor
 does. Output in logs/dvc_repro.log.
 
 `--target STAGE` reproduces STAGE and what it depends on only (`evaluate`: the main model alone). `--isa
-avx2` runs everything with ATen's and oneDNN's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2,
-ONEDNN_MAX_CPU_ISA=AVX2): the figures of an AVX2-only CPU on a machine with AVX-512. The summary records
+avx2` runs everything with ATen's, oneDNN's and MKL's AVX2 kernels (ATEN_CPU_CAPABILITY=avx2,
+ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2): the figures of an AVX2-only CPU on a machine with
+AVX-512. The summary records
 the CPU's vector flags and which kernels a process of that environment runs (ATen's CPU capability, and
 the instruction set oneDNN's verbose log names for a convolution).
 

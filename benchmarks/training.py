@@ -21,7 +21,8 @@ from torch.utils.data import DataLoader
 
 from acsa.config.loading import load_params
 from acsa.config.sections import Params
-from acsa.data.image_tables import RowImages
+from acsa.data.image_features import FIELDS, CachedImages
+from acsa.data.image_tables import RowImages, to_model_input
 from acsa.data.sampler import IdentityBatchSampler
 from acsa.data.text_features import FrozenTextSource, TextBank
 from acsa.model.acsa import ACSA
@@ -149,8 +150,30 @@ def train_step(
     step_fn = TrainStep(model, BatchText(batch.text, params.text.finetune), batch.labels, params.loss)
     rows = torch.arange(batch.labels.shape[0])
     device = batch.images.device
-    losses = training_step(step_fn, optimizer, batch.images, rows, params.image, generator, device, precision)
+    images, cache = batch.images, None
+    if params.image.frozen:  # the two-stage protocol: the step reads the frozen backbone's cached outputs
+        cache = backbone_cache(model, batch)
+        images = rows
+    losses = training_step(
+        step_fn, optimizer, images, rows, params.image, generator, device, precision, cache=cache
+    )
     return losses["loss"].detach()
+
+
+_CACHES: dict[int, CachedImages] = {}
+
+
+def backbone_cache(model: ACSA, batch: Batch) -> CachedImages:
+    """The frozen backbone's outputs of a batch's images (one view), computed once per batch, as the
+    embed_images stage caches them."""
+    key = id(batch.images)
+    if key not in _CACHES:
+        with torch.no_grad():
+            outputs = model.image_encoder.backbone_outputs(to_model_input(batch.images))
+        tensors = {name: getattr(outputs, name)[None] for name in FIELDS}  # [1 view, B, ...]
+        _CACHES.clear()
+        _CACHES[key] = CachedImages(tensors, Path("(benchmark batch)"))
+    return _CACHES[key]
 
 
 @dataclass

@@ -164,7 +164,7 @@ def test_train_speed_default_config_runs(tmp_path):
     ]
     summary = train_speed.main([*args, "--in-process", f"--out={tmp_path / 't.json'}"])
     (row,) = summary["rows"]
-    assert row["batch"] == 4 and row["pairs/s"] > 0 and row["image"] == "128x64"
+    assert row["batch"] == 4 and row["pairs/s"] > 0 and row["image"] == "256x128"  # the default's input
 
 
 def test_gpu_check_tiny_runs_on_cpu(tmp_path):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, SMOKE_OVERRIDES
+from conftest import END_TO_END, REPO, SMOKE_OVERRIDES
 from torch import nn
 
 from acsa import train
@@ -53,6 +53,7 @@ from acsa.cli import run_stage
 run_stage(train.main, sys.argv[1:])
 """
 COMPARABLE = [
+    *END_TO_END,  # the backbone trained too (its BatchNorm over the global batch), no cached views
     "model.dropout=0.0",
     "image.hflip=false",
     "image.translate=0.0",

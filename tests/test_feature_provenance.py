@@ -42,11 +42,11 @@ def test_features_of_other_tokens_are_refused(
     features = foreign_features(smoke_run, tmp_path)
     common = ["--params", str(REPO / "params.yaml")] + [a for o in SMOKE_OVERRIDES for a in ("--set", o)]
     data = ["--prepared", str(smoke_run / "prepared"), "--features", str(features)]
-    data += ["--image-features", str(smoke_run / "image_features")]
+    images = ["--image-features", str(smoke_run / "image_features")]  # explain reads the pixels
     out = ["--out", str(tmp_path / "out")]
     argv = {
-        "train": (train.main, [*common, *data, *out, "--checkpoints", str(tmp_path / "ck")]),
-        "evaluate": (evaluate.main, [*common, *data, *out, "--model", str(smoke_run / "model")]),
+        "train": (train.main, [*common, *data, *images, *out, "--checkpoints", str(tmp_path / "ck")]),
+        "evaluate": (evaluate.main, [*common, *data, *images, *out, "--model", str(smoke_run / "model")]),
         "explain": (
             explain.main,
             [*data, *out, "--model", str(smoke_run / "model"), "--eval", str(smoke_run / "eval")],

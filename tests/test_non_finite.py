@@ -162,8 +162,8 @@ def test_a_bit_rotted_model_is_refused(smoke_run, tmp_path, capsys):
     sets = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
     features = smoke_run / "features"
     data = ["--prepared", str(smoke_run / "prepared"), "--features", str(features)]
-    data += ["--image-features", str(smoke_run / "image_features")]
-    argv = ["--params", str(REPO / "params.yaml"), *sets, *data, "--model", str(tmp_path / "model")]
+    images = ["--image-features", str(smoke_run / "image_features")]  # explain reads the pixels
+    argv = ["--params", str(REPO / "params.yaml"), *sets, *data, *images, "--model", str(tmp_path / "model")]
     error = cli_error(evaluate.main, [*argv, "--out", str(tmp_path / "eval")], capsys, status=3)
     assert error == (
         f"error: {model_file}: tensor sentence_proj.weight holds 1 NaN or infinite values "

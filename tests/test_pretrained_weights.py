@@ -101,7 +101,9 @@ def test_image_encoder_loads_the_file_and_computes_torchvisions_features(imagene
     assert [m.shape[1] for m in maps] == [16, 24, 32, 96, 320]
     for got, want in zip(maps, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    random_weights = ImageConfig(backbone="mobilenetv2_100", backbone_kwargs={}, height=224, width=224)
+    random_weights = ImageConfig(
+        backbone="mobilenetv2_100", init="scratch", pretrained_path=None, frozen=False, height=224, width=224
+    )
     scratch = ImageEncoder(random_weights, 32, 0.0).eval()
     assert not torch.allclose(scratch.feature_maps(photo)[-1], maps[-1])  # random weights differ
 
@@ -148,7 +150,10 @@ def test_explicit_opt_out_and_contradictions(tmp_path):
     with pytest.raises(ConfigError, match="image.pretrained_path: .*swin.safetensors not found"):
         check_backbone_weights(load_params(params_file, overrides=[f"image.pretrained_path={weights}"]).image)
     with pytest.raises(ConfigError, match="image.pretrained_path: is set, but image.init is scratch"):
-        load_params(REPO / "params.yaml", overrides=[f"image.pretrained_path={weights}"])
+        load_params(
+            REPO / "params.yaml",
+            overrides=["image.init=scratch", "image.frozen=false", f"image.pretrained_path={weights}"],
+        )
 
 
 def test_swin_tiny_weights_of_the_224_model_load_at_384x128(tmp_path):

@@ -164,7 +164,7 @@ def test_nonfinite_loss_stops_with_one_line_and_keeps_the_last_checkpoint(
 
     def diverging(self, *args):
         out = losses(self, *args)
-        calls.append(1)
+        calls.extend([1] if self.training else [])  # not the eval-mode pass that counts trained weights
         if len(calls) > per_epoch + 1:  # from the second step of epoch 1
             out["cmpm_loss"] = out["cmpm_loss"] * float("nan")
         return out
@@ -242,9 +242,19 @@ def test_speed_settings_and_half_written_files_do_not_block_resume(tmp_path: Pat
     folder = CheckpointFolder(tmp_path)
     write_epochs(folder, [1.0])
     (tmp_path / ".epoch-001.safetensors.abc.tmp").write_bytes(b"partial")
-    faster = {**CONFIG, "train": {**CONFIG["train"], "threads": 16}}
+    faster = {**CONFIG, "train": {**CONFIG["train"], "num_workers": 8, "parallel_runs": 4}}
     assert resume_checkpoint(folder, faster, "data-1").meta["epoch"] == 0
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_another_thread_count_starts_afresh(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The thread count changes how float sums are split, so the results: no run continues under another."""
+    folder = CheckpointFolder(tmp_path)
+    write_epochs(folder, [1.0])
+    other = {**CONFIG, "train": {**CONFIG["train"], "threads": 16}}
+    with caplog.at_level(logging.WARNING):
+        assert resume_checkpoint(folder, other, "data-1") is None
+    assert "train.threads" in caplog.text
 
 
 def test_missing_best_weights_fall_back_to_the_resumed_epoch(

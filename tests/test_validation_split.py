@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import END_TO_END, REPO
 from fixtures_benchmarks import write_icfg_pedes
 
 from acsa import embed_text, prepare, train
@@ -17,6 +17,7 @@ from acsa.config.loading import load_params
 
 LAYOUT = {"train": (list(range(8)), 2, 1), "test": ([8, 9], 2, 1)}
 TINY = [
+    *END_TO_END,  # the backbone trained too: no cached backbone outputs to prepare
     "data.dataset=icfg-pedes",
     "text.batch_size=64",
     "train.epochs=2",
