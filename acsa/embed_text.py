@@ -53,7 +53,7 @@ def embed_text(params: Params, prepared: Path, out: Path) -> dict:
     if not splits:
         raise FileNotFoundError(f"{prepared}: no <split>/{paths.TOKENS_FILE} (run the prepare stage first)")
     all_tokens = {split: read_tokens(prepared / split / paths.TOKENS_FILE) for split in splits}
-    set_threads(params.train.threads)
+    set_threads(0)  # all cores: the features are computed once, whatever the training runs' thread count
     device = resolve_device(params.train.device)
     encoder = load_text_encoder(params.text, device)
     features: dict[str, dict[str, torch.Tensor]] = {}
