@@ -69,9 +69,7 @@ def embed_images(params: Params, prepared_dir: Path, out: Path) -> dict:
     for name in splits:
         views = cfg.views if name == "train" else 1
         images = image_table(prepared, name, cfg)
-        computed[name] = backbone_outputs_of(
-            encoder, images, views, cfg, params.evaluate.batch_size, device, desc=f"{name} images"
-        )
+        computed[name] = backbone_outputs_of(encoder, images, views, cfg, device, desc=f"{name} images")
         info["splits"][name] = {
             "views": views,
             "images": len(images),

@@ -86,22 +86,30 @@ def to_model_input(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255.0 - mean) / std
 
 
-def augment(images: torch.Tensor, hflip: bool, translate: float, generator: torch.Generator) -> torch.Tensor:
-    """Random horizontal flip and translation of a float batch [B, C, H, W], one draw per image.
-
-    Random numbers come from `generator` on the CPU so a seeded run is reproducible on any device.
-    """
-    batch = images.shape[0]
-    theta = torch.zeros(batch, 2, 3)
-    flip = torch.ones(batch)
+def augmentation_draws(count: int, hflip: bool, translate: float, generator: torch.Generator) -> torch.Tensor:
+    """The affine transforms [count, 2, 3] of `count` random horizontal flips and translations, one per
+    image, drawn from `generator` (on the CPU, so a seeded run is reproducible on any device): the flips
+    first, then the shifts."""
+    theta = torch.zeros(count, 2, 3)
+    flip = torch.ones(count)
     if hflip:
-        flip = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)
+        flip = torch.where(torch.rand(count, generator=generator) < 0.5, -1.0, 1.0)
     theta[:, 0, 0] = flip
     theta[:, 1, 1] = 1.0
     if translate > 0:
         # affine_grid works in [-1, 1] coordinates: a shift of 2*t is t of the image size.
-        theta[:, :, 2] = (torch.rand(batch, 2, generator=generator) * 2 - 1) * 2 * translate
-    if not hflip and translate <= 0:
-        return images
+        theta[:, :, 2] = (torch.rand(count, 2, generator=generator) * 2 - 1) * 2 * translate
+    return theta
+
+
+def transformed(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """A float batch [B, C, H, W] under the affine transforms theta [B, 2, 3] (border padding)."""
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def augment(images: torch.Tensor, hflip: bool, translate: float, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip and translation of a float batch [B, C, H, W], one draw per image."""
+    if not hflip and translate <= 0:
+        return images
+    return transformed(images, augmentation_draws(images.shape[0], hflip, translate, generator))
