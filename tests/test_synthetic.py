@@ -291,6 +291,11 @@ def test_generation_is_deterministic_from_the_seed(tmp_path):
     assert set(other) == set(first) and all(other[k] != first[k] for k in first)
 
 
+def test_the_files_do_not_depend_on_the_number_of_workers(tmp_path):
+    one = _digest(generate_synthetic(tmp_path / "a", TINY, workers=1))
+    assert one == _digest(generate_synthetic(tmp_path / "b", TINY, workers=2))
+
+
 def test_growing_one_split_leaves_the_others_unchanged(tmp_path):
     small = generate_synthetic(tmp_path / "a", TINY)
     large = generate_synthetic(tmp_path / "b", dataclasses.replace(TINY, train_ids=5))

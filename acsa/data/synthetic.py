@@ -30,14 +30,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
+import os
 import re
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from acsa.config.rules import check_section
 from acsa.config.sections import SyntheticConfig
@@ -588,39 +589,60 @@ def _shoot(cfg: SyntheticConfig, split_index: int, look: Look, index: int, pid: 
     return image, record, entry
 
 
-def generate_synthetic(out_dir: Path, cfg: SyntheticConfig) -> Path:
-    """Write the synthetic benchmark into `out_dir` (CUHK-PEDES layout plus attributes.json); return it."""
+def _shoot_identities(cfg: SyntheticConfig, images_dir: Path, jobs: list[tuple]) -> list[tuple[dict, dict]]:
+    """Render and write the images of `jobs` ((split_index, look, index, pid, k, n_captions), in order);
+    return their (reid_raw record, attributes.json entry). Every image draws from its own generator (_rng
+    keyed by seed, split, identity and image): the output does not depend on how the jobs are shared out."""
+    out = []
+    for split_index, look, index, pid, k, n_captions in jobs:
+        image, record, entry = _shoot(cfg, split_index, look, index, pid, k, n_captions)
+        image.save(images_dir / record["file_path"], compress_level=1)
+        out.append((record, entry))
+    return out
+
+
+def _shoot_all(
+    cfg: SyntheticConfig, images_dir: Path, jobs: list[tuple], workers: int
+) -> list[tuple[dict, dict]]:
+    """`_shoot_identities` over `workers` processes (contiguous chunks, results in job order)."""
+    if workers <= 1 or len(jobs) < 2 * workers:
+        return _shoot_identities(cfg, images_dir, jobs)
+    size = -(-len(jobs) // workers)
+    chunks = [jobs[start : start + size] for start in range(0, len(jobs), size)]
+    # spawn, not fork: the caller may hold torch's or a tokenizer's threads, which fork does not carry over
+    with ProcessPoolExecutor(
+        max_workers=len(chunks), mp_context=multiprocessing.get_context("spawn")
+    ) as pool:
+        parts = list(pool.map(_shoot_identities, [cfg] * len(chunks), [images_dir] * len(chunks), chunks))
+    return [item for part in parts for item in part]
+
+
+def generate_synthetic(out_dir: Path, cfg: SyntheticConfig, workers: int = 0) -> Path:
+    """Write the synthetic benchmark into `out_dir` (CUHK-PEDES layout plus attributes.json); return it.
+
+    Images are rendered and written by `workers` processes (0: one per core); the files are the same for any
+    number of workers."""
     check_section("synthetic", cfg)
     _check_totals(cfg)
     out_dir = Path(out_dir)
-    records: list[dict[str, Any]] = []
-    attributes: dict[str, dict[str, Any]] = {}
+    workers = workers or os.cpu_count() or 1
+    jobs: list[tuple] = []
     pid = 0
-    with ThreadPoolExecutor(max_workers=2) as pool:  # PNG encoding and file writes release the GIL
-        saves = []
-        for split_index, split in enumerate(SPLITS):
-            (out_dir / "imgs" / split).mkdir(parents=True, exist_ok=True)
-            identities = _sample_split(cfg.seed, split_index, getattr(cfg, f"{split}_ids"))
-            per_id, per_image = split_sizes(cfg, split_index)
-            captions = iter(per_image)
-            for look, index in tqdm(identities, desc=f"synthetic {split}", disable=None, leave=False):
-                pid += 1
-                for k in range(per_id[index]):
-                    image, record, entry = _shoot(cfg, split_index, look, index, pid, k, next(captions))
-                    saves.append(
-                        pool.submit(image.save, out_dir / "imgs" / record["file_path"], compress_level=1)
-                    )
-                    records.append(record)
-                    attributes[record["file_path"]] = entry
-            rate = shared_pair_rate([look.attrs for look, _ in identities])
-            log.info(
-                "%s: %d identities, %.0f%% share their top/bottom colour pair",
-                split,
-                len(identities),
-                100 * rate,
-            )
-        for save in saves:
-            save.result()  # re-raises a failed write
+    for split_index, split in enumerate(SPLITS):
+        (out_dir / "imgs" / split).mkdir(parents=True, exist_ok=True)
+        identities = _sample_split(cfg.seed, split_index, getattr(cfg, f"{split}_ids"))
+        per_id, per_image = split_sizes(cfg, split_index)
+        captions = iter(per_image)
+        for look, index in identities:
+            pid += 1
+            jobs.extend((split_index, look, index, pid, k, next(captions)) for k in range(per_id[index]))
+        rate = shared_pair_rate([look.attrs for look, _ in identities])
+        log.info(
+            "%s: %d identities, %.0f%% share their top/bottom colour pair", split, len(identities), 100 * rate
+        )
+    shot = _shoot_all(cfg, out_dir / "imgs", jobs, workers)
+    records = [record for record, _ in shot]
+    attributes = {record["file_path"]: entry for record, entry in shot}
     (out_dir / "reid_raw.json").write_text(json.dumps(records))
     (out_dir / "attributes.json").write_text(json.dumps(attributes))
     log.info("wrote %d images of %d identities to %s", len(records), pid, out_dir)
