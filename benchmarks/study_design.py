@@ -10,7 +10,7 @@ prepared data and text features (run `dvc repro embed_text` first). A frozen rou
 backbone outputs (the embed_images stage, timed on its own, both cores). Printed per route and
 configuration: validation R@1 of the kept epoch (the run's model selection), the epochs, the run's
 seconds, its cost relative to the end-to-end route, and whether full ACSA still ranks above the control.
-The figures decide the design (docs/decisions.md, "A study of runs a quarter the cost"); the test split is
+The figures decide the design (docs/decisions.md, "A study of cheap runs"); the test split is
 never read.
 
 Routes:

@@ -20,8 +20,11 @@ from acsa.scoring.metrics import rank_metrics
 from acsa.training.step import PHASES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is a folder of the repository
+from conftest import SMOKE_OVERRIDES  # noqa: E402
+
 from benchmarks import (  # noqa: E402
     data_path,
+    embed_batch,
     gpu_check,
     local_similarity,
     repro_time,
@@ -337,6 +340,8 @@ def test_data_path_measures_each_stage_process(tmp_path):
     rows = {name: {"seconds": 100.0, "peak_mb": 1000.0} for name in data_path.STAGES}
     rows["evaluate"]["seconds"] = 200.0
     assert [g["met"] for g in data_path.goal_rows(rows, full_size=True)] == [True, False, True]
+
+
 def test_train_profile_breaks_a_step_down(tmp_path, smoke_run):
     args = ["--threads=1", "--concurrent=0", "--batch=4", "--warmup=1", "--steps=2", "--repeats=1"]
     sizes = ["--set=synthetic.train_ids=8", "--set=train.epochs=1", f"--prepared={smoke_run / 'prepared'}"]
@@ -366,3 +371,15 @@ def test_train_speed_baseline_is_an_export_of_a_revision(tmp_path):
         "--threads=1",
         "--batch=4",
     ]
+
+
+def test_embed_batch_times_every_batch_size_and_mode(tmp_path, smoke_run):
+    overrides = [arg for o in SMOKE_OVERRIDES for arg in ("--set", o)]
+    out = tmp_path / "embed_batch.json"
+    summary = embed_batch.main(
+        ["--prepared", str(smoke_run / "prepared"), "--batches", "2", "5", *overrides, "--out", str(out)]
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert rows == summary["rows"] and len(rows) == 4
+    assert {(r["batch"], r["mode"]) for r in rows} == {(b, m) for b in (2, 5) for m in embed_batch.MODES}
+    assert all(r["images_per_s"] > 0 for r in rows)
