@@ -180,7 +180,14 @@ def baseline_query(args) -> dict[str, Any]:
         command += [f"--work={args.work.resolve()}", f"--model={args.model.resolve()}", f"--out={out}"]
         command += [f"--threads={args.threads}", f"--gallery-ids={args.gallery_ids}"]
         command += [f"--queries={args.queries}"]
-        subprocess.run(command, cwd=root, env=worker_env(None, root), check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(
+            command, cwd=root, env=worker_env(None, root), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        if done.returncode != 0:  # e.g. an older revision that cannot read this model: say so, keep the rest
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            log.warning("baseline %s failed (exit %d): %s", args.baseline_ref, done.returncode, last)
+            return {"error": f"exit {done.returncode}: {last}"}
         return json.loads(out.read_text())["query"]
 
 
@@ -564,7 +571,9 @@ def rows_of(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{p['p50_ms']:.1f} / {p['p95_ms']:.1f}, {p['encode_p50_ms']:.1f}; "
                     f"{p['p50_ms'] / m['paths']['separate']['p50_ms']:.2f}",
                 )
-            if base:
+            if base and "error" in base:
+                add(f"{name} ({results['args']['baseline_ref']}, own process)", f"failed: {base['error']}")
+            elif base:
                 b = base[mode]
                 add(
                     f"{name} ({results['args']['baseline_ref']}, own process): query p50 / p95, text p50 ms",
