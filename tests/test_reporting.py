@@ -272,7 +272,7 @@ def fake_data(verdicts: list[tuple[str, str]], margin: float = 2.0):
                             "b_score": "fused", "subsets": subsets}  # fmt: skip
 
     class Data:
-        findings, summary, runs = records, None, []
+        findings, summary, runs, end_to_end = records, None, [], None
 
         @staticmethod
         def final_kind(name):
@@ -329,6 +329,23 @@ def test_no_sentence_is_stronger_than_its_verdict(pair):
 )
 def test_a_claim_holds_only_when_every_control_is_better(controls, head):
     assert claims.claims_said(fake_data(controls)).startswith(head)
+
+
+def test_a_claim_says_where_the_end_to_end_confirmation_differs():
+    """A control whose end-to-end verdict differs is said with its own numbers under the claim, so that a
+    claim that holds in the two-stage study is not read as holding end to end; absent, nothing is said."""
+    data = fake_data([("better", "better"), ("better", "better")])
+    assert "End to end" not in claims.claims_said(data)
+    confirmed = fake_data([("better", "better"), ("inconclusive", "inconclusive")]).findings
+    data.end_to_end = {"seeds": [0, 1, 2], "findings": confirmed}
+    text = claims.claims_said(data)
+    assert text.startswith("C: **holds here")
+    assert (
+        "- End to end (the confirmation, 3 seeds, all queries): 1 of 2 controls it trained reach the same "
+        "verdict; differently: `full` against `b1` is inconclusive (" in text
+    )
+    data.end_to_end = {"seeds": [0, 1, 2], "findings": {}}
+    assert "- End to end: the confirmation did not train this claim's controls." in claims.claims_said(data)
 
 
 def test_inconclusive_findings_never_read_better_or_holds():

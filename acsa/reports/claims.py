@@ -167,7 +167,36 @@ def claim_sentence(data: StudyData, claim: str, records: list[dict[str, Any]]) -
                 INCONCLUSIVE: "On the fine-evidence queries it is inconclusive.",
             }[on_fine]
         )
-    return f"{head}\n\n{by_subset(data, records)}"
+    note = end_to_end_note(data, records)
+    return f"{head}\n\n{by_subset(data, records)}" + (f"\n{note}" if note else "")
+
+
+def end_to_end_note(data: StudyData, records: list[dict[str, Any]]) -> str | None:
+    """What the optional end-to-end confirmation (when it ran) found for a claim's controls on all queries;
+    a control whose verdict differs there is said in full, so that a claim is not read as holding under a
+    protocol that did not confirm it."""
+    if data.end_to_end is None:
+        return None
+    trained = data.end_to_end["findings"]
+    ran = [
+        trained[r["name"]] for r in records if r["name"] in trained and ALL in trained[r["name"]]["subsets"]
+    ]
+    if not ran:
+        return "- End to end: the confirmation did not train this claim's controls."
+    own = {r["name"]: r for r in records}
+    differ = [
+        e
+        for e in ran
+        if judged(e["subsets"][ALL], data.margin)[0] != judged(own[e["name"]]["subsets"][ALL], data.margin)[0]
+    ]
+    seeds = len(data.end_to_end["seeds"])
+    text = (
+        f"- End to end (the confirmation, {seeds} seeds, all queries): {len(ran) - len(differ)} of "
+        f"{len(ran)} controls it trained reach the same verdict"
+    )
+    if differ:
+        text += "; differently: " + "; ".join(compared(data, e, ALL) for e in differ)
+    return text + "."
 
 
 def supporting_sentence(data: StudyData, record: dict[str, Any]) -> str:
