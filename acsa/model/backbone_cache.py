@@ -22,7 +22,7 @@ from acsa.model.image_encoder import ImageEncoder
 
 VIEW_SEED = 0  # the augmentation of views 1.. is drawn once, from this seed and the view's index
 # Images per forward: small batches keep a MobileNet's activations in the caches (at 256x128 on 2 AVX2 cores,
-# 98 images/s at 32 against 58 at 256, under torch.inference_mode; BENCHMARKS.md, k)
+# 103 images/s at 32 against 75 at 256, under torch.inference_mode; benchmarks.embed_batch, BENCHMARKS.md, k)
 BATCH = 32
 
 
