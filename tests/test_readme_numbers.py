@@ -1,5 +1,7 @@
-"""The README's table of the committed run's findings says what reports/findings.json says: every mean,
-difference, interval and verdict of every row, to the printed decimal (no number typed by hand drifts)."""
+"""The README's tables of the committed run say what its files say: the findings table is
+reports/findings.json (every mean, difference, interval and verdict of every row), the configuration table
+reports/study_summary.json (score, trainable parameters, mean ± sd), to the printed decimal (no number typed
+by hand drifts)."""
 
 from __future__ import annotations
 
@@ -30,3 +32,30 @@ def test_the_readme_findings_table_is_the_committed_findings() -> None:
                            ("hi", "ci_high"), ("alo", "adjusted_low"), ("ahi", "adjusted_high")):  # fmt: skip
             assert abs(number(m[key]) - record[field]) <= 0.05 + 1e-9, (m["name"], key)
         assert m["verdict"] == record["verdict"], m["name"]
+
+
+CONFIGURATION_ROW = re.compile(
+    r"^\| `(?P<name>\w+)` \| (?P<kind>global|local|fused) \| (?P<params>[\d,]+) \| "
+    r"(?P<R1>[\d.]+ ± [\d.]+) \| (?P<R5>[\d.]+ ± [\d.]+) \| (?P<R10>[\d.]+ ± [\d.]+) \| "
+    r"(?P<mAP>[\d.]+ ± [\d.]+) \|$"
+)
+
+
+def test_the_readme_configuration_table_is_the_committed_study_summary() -> None:
+    summary = json.loads((REPO / "reports" / "study_summary.json").read_text())["configurations"]
+    rows = [
+        m for line in (REPO / "README.md").read_text().splitlines() if (m := CONFIGURATION_ROW.match(line))
+    ]
+    assert {m["name"] for m in rows} == set(summary)
+    for m in rows:
+        record = summary[m["name"]]
+        assert (
+            m["kind"] == record["final_kind"]
+            and int(m["params"].replace(",", "")) == record["trainable_parameters"]
+        )
+        for metric in ("R1", "R5", "R10", "mAP"):
+            mean, sd = (float(x) for x in m[metric].split(" ± "))
+            stats = record["kinds"][record["final_kind"]][metric]
+            assert abs(mean - stats["mean"]) <= 0.05 + 1e-9 and abs(sd - stats["std"]) <= 0.05 + 1e-9, m[
+                "name"
+            ]
